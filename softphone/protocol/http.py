@@ -90,7 +90,7 @@ class CallRecord(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     params: dict[str, str]
 
 
-class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
+class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     code: str
     message: str
     supported_versions: list[int] | None = msgspec.field(default=None, name="supportedVersions")

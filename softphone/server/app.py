@@ -1,0 +1,585 @@
+"""HTTP and WebSocket front of audin-core (aiohttp), speaking protocol v1.
+
+Authenticates every request and socket, validates every message with
+:mod:`softphone.protocol`, and hands decoded input to :class:`~softphone.server.core.Core`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from softphone.protocol import (
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Ack,
+    Channel,
+    CloseCode,
+    Dtmf,
+    Error,
+    ErrorCode,
+    Hangup,
+    Hello,
+    Message,
+    Mute,
+    Ping,
+    Pong,
+    ProtocolError,
+    UpdateToken,
+    Welcome,
+    check_version,
+    decode_audio_frame,
+    decode_message,
+    encode_message,
+    path_version,
+    request_id_of,
+)
+from softphone.protocol import http as api
+from softphone.server.auth import ApiKeyVerifier, Claims, TokenAuthority, bearer, utc_iso
+from softphone.server.core import Core, CoreTimings, MediaLeg, OperatorSession
+from softphone.server.network import SimulatedNetwork
+from softphone.server.store import PhoneNumberRow, Store
+
+log = logging.getLogger("audin.core")
+
+SANDBOX_ACCOUNT: Final = "acct_sandbox"
+SANDBOX_NUMBERS: Final = (
+    ("pn_15550150", "+15550150", "Sandbox line A"),
+    ("pn_15550151", "+15550151", "Sandbox line B"),
+)
+HELLO_TIMEOUT: Final = 10.0
+MAX_FRAME_BYTES: Final = 64 * 1024
+MAX_CONSECUTIVE_ERRORS: Final = 20
+
+
+@dataclass
+class CoreConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    sandbox: bool = False
+    token_ttl: int = 3600
+    admin_key: str | None = None
+    timings: CoreTimings = field(default_factory=CoreTimings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / ("sandbox.db" if self.sandbox else "core.db")
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.data_dir / "admin.key"
+
+
+def load_or_create_admin_key(path: Path) -> str:
+    """The admin key of a data folder, created (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "adm_" + secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+class WsPeer:
+    """An aiohttp WebSocket as a :class:`~softphone.server.core.Peer`."""
+
+    def __init__(self, ws: web.WebSocketResponse, channel: Channel) -> None:
+        self.ws = ws
+        self.channel = channel
+        self.last_rx = time.monotonic()
+        self.heartbeat_interval = 25.0
+        self.expires_at = 0
+        self.claims: Claims | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    async def send(self, message: Message) -> None:
+        try:
+            await self.ws.send_str(encode_message(message))
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    async def send_bytes(self, data: bytes) -> None:
+        try:
+            await self.ws.send_bytes(data)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        await self.ws.close(code=int(code), message=reason.encode()[:120])
+
+    async def fail(self, code: ErrorCode, message: str, close: CloseCode) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.send(Error(code=code.value, message=message))
+        await self.close(close, code.value)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so that port 0 yields a known ephemeral port."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def error_response(code: ErrorCode, message: str) -> web.Response:
+    supported = list(SUPPORTED_VERSIONS) if code == ErrorCode.UNSUPPORTED_VERSION else None
+    return web.Response(
+        status=code.http_status,
+        body=api.error_body(code, message, supported_versions=supported),
+        content_type="application/json",
+    )
+
+
+def json_response(body: object, status: int = 200) -> web.Response:
+    import msgspec
+
+    return web.Response(
+        status=status, body=msgspec.json.encode(body), content_type="application/json"
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            return error_response(ErrorCode.NOT_FOUND, f"{request.method} is not allowed here")
+        raise
+    except Exception:
+        log.exception("request %s %s failed", request.method, request.path)
+        return error_response(ErrorCode.INTERNAL_ERROR, "internal error")
+
+
+class CoreServer:
+    """audin-core as an embeddable object: ``async with CoreServer(config) as core: ...``."""
+
+    def __init__(self, config: CoreConfig) -> None:
+        self.config = config
+        self.store = Store(config.db_path)
+        self.admin_key = config.admin_key or load_or_create_admin_key(config.admin_key_path)
+        self.tokens = TokenAuthority(self.store)
+        self.api_keys = ApiKeyVerifier(self.store)
+        self.network = SimulatedNetwork()
+        self.core = Core(self.store, self.network, config.timings)
+        self._peers: set[WsPeer] = set()
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.port = config.port
+        recovered = self.store.end_open_calls("failed", "the core restarted", utc_iso(time.time()))
+        if recovered:
+            log.warning("marked %d unfinished calls from a previous run as failed", recovered)
+        if config.sandbox:
+            self._seed_sandbox()
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[errors_middleware], client_max_size=api.MAX_BODY_BYTES)
+        app.router.add_post(api.TOKEN_PATH, self.issue_token)
+        app.router.add_get(api.PHONE_NUMBERS_PATH, self.list_numbers)
+        app.router.add_get(api.PRESENCE_PATH, self.presence)
+        app.router.add_get("/v1/calls/{call_sid}/media", self.media)
+        app.router.add_get(api.HEALTH_PATH, self.health)
+        app.router.add_post(api.INBOUND_CALLS_PATH, self.admin_inbound)
+        app.router.add_get("/v1/admin/calls/{call_sid}", self.admin_call)
+        app.router.add_post("/v1/admin/calls/{call_sid}/hangup", self.admin_hangup)
+        if self.config.sandbox:
+            app.router.add_post(api.SANDBOX_TOKEN_PATH, self.sandbox_token)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        sock = _listen(self.config.host, self.config.port)
+        self.port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        log.info("audin-core listening on %s (sandbox=%s)", self.url, self.config.sandbox)
+
+    async def stop(self) -> None:
+        await self.core.shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for peer in list(self._peers):
+            with contextlib.suppress(Exception):
+                await peer.close(CloseCode.GOING_AWAY, "core shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.store.close()
+
+    async def __aenter__(self) -> CoreServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _seed_sandbox(self) -> None:
+        now = utc_iso(time.time())
+        if not self.store.account_exists(SANDBOX_ACCOUNT):
+            self.store.create_account(SANDBOX_ACCOUNT, "Sandbox", now)
+        existing = {pn.id for pn in self.store.phone_numbers(SANDBOX_ACCOUNT)}
+        for pn_id, number, name in SANDBOX_NUMBERS:
+            if pn_id not in existing:
+                self.store.add_phone_number(PhoneNumberRow(pn_id, SANDBOX_ACCOUNT, number, name))
+
+    async def _sweep(self) -> None:
+        """Close sockets that stopped talking (heartbeat) or whose token expired."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            wall = time.time()
+            for peer in list(self._peers):
+                if peer.closed:
+                    self._peers.discard(peer)
+                elif now - peer.last_rx > 2 * peer.heartbeat_interval + 1.0:
+                    log.info("closing silent %s socket", peer.channel)
+                    await peer.fail(
+                        ErrorCode.HEARTBEAT_TIMEOUT,
+                        f"nothing received for {2 * peer.heartbeat_interval:.0f} s",
+                        CloseCode.HEARTBEAT_TIMEOUT,
+                    )
+                elif peer.expires_at and wall >= peer.expires_at:
+                    await peer.fail(
+                        ErrorCode.TOKEN_EXPIRED,
+                        "the session token expired; reconnect with a fresh token",
+                        CloseCode.UNAUTHORIZED,
+                    )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _claims(self, request: web.Request) -> Claims:
+        claims = self.tokens.verify(bearer(request.headers.get("Authorization")))
+        if not self.store.account_exists(claims.account_id):
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "the token's account no longer exists")
+        return claims
+
+    def _require_admin(self, request: web.Request) -> None:
+        given = request.headers.get("X-Admin-Key", "")
+        if not secrets.compare_digest(given.encode(), self.admin_key.encode()):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a valid X-Admin-Key header is required")
+
+    def _issue(
+        self,
+        account_id: str,
+        operator_ref: str,
+        display_name: str,
+        numbers: tuple[str, ...],
+        ttl: int | None,
+    ) -> web.Response:
+        token, exp = self.tokens.issue(
+            account_id=account_id,
+            operator_ref=operator_ref,
+            display_name=display_name,
+            phone_number_ids=numbers,
+            ttl=ttl or self.config.token_ttl,
+        )
+        log.info(
+            "token issued account=%s operator=%s expires=%s", account_id, operator_ref, utc_iso(exp)
+        )
+        return json_response(api.TokenResponse(token=token, expires_at=utc_iso(exp)))
+
+    # ------------------------------------------------------------------ HTTP endpoints
+
+    async def issue_token(self, request: web.Request) -> web.Response:
+        api_key = request.headers.get("X-API-Key")
+        account_id = await asyncio.to_thread(self.api_keys.verify, api_key)
+        body = api.decode_body(await request.read(), api.TokenRequest)
+        owned = {pn.id for pn in self.store.phone_numbers(account_id)}
+        foreign = [pn for pn in body.phone_number_ids if pn not in owned]
+        if foreign:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"phone numbers not owned by this account: {', '.join(foreign)}",
+            )
+        return self._issue(
+            account_id,
+            body.operator_ref,
+            body.display_name,
+            tuple(dict.fromkeys(body.phone_number_ids)),
+            body.ttl_seconds,
+        )
+
+    async def sandbox_token(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = (
+            api.decode_body(raw, api.SandboxTokenRequest)
+            if raw.strip()
+            else api.SandboxTokenRequest()
+        )
+        numbers = tuple(pn.id for pn in self.store.phone_numbers(SANDBOX_ACCOUNT))
+        return self._issue(
+            SANDBOX_ACCOUNT, body.operator_ref, body.display_name, numbers, body.ttl_seconds
+        )
+
+    async def list_numbers(self, request: web.Request) -> web.Response:
+        claims = self._claims(request)
+        allowed = set(claims.phone_number_ids)
+        numbers = [
+            api.PhoneNumberInfo(
+                id=pn.id, phone_number=pn.phone_number, display_name=pn.display_name
+            )
+            for pn in self.store.phone_numbers(claims.account_id)
+            if pn.id in allowed
+        ]
+        return json_response(api.PhoneNumberList(phone_numbers=numbers))
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "status": "ok",
+                "protocol": PROTOCOL_VERSION,
+                "sessions": len(self.core.sessions),
+                "calls": len(self.core.calls),
+                "sandbox": self.config.sandbox,
+            }
+        )
+
+    async def admin_inbound(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
+        body = api.decode_body(await request.read(), api.InboundCallRequest)
+        sid, offered = await self.core.place_inbound(
+            body.from_, body.to, dict(body.params), body.ring_timeout
+        )
+        return json_response(api.InboundCallResponse(call_sid=sid, offered_to=offered), status=201)
+
+    async def admin_call(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
+        row = self.store.call(request.match_info["call_sid"])
+        if row is None:
+            raise ProtocolError(ErrorCode.CALL_NOT_FOUND, "no such call")
+        return json_response(
+            api.CallRecord(
+                call_sid=row.call_sid,
+                account_id=row.account_id,
+                direction=row.direction,
+                from_=row.from_number,
+                to=row.to_number,
+                status=row.status,
+                end_reason=row.end_reason,
+                operator_ref=row.operator_ref,
+                created_at=row.created_at,
+                answered_at=row.answered_at,
+                ended_at=row.ended_at,
+                params=row.params,
+            )
+        )
+
+    async def admin_hangup(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
+        call = await self.core.remote_hangup(request.match_info["call_sid"])
+        return json_response({"callSid": call.sid, "status": call.status.value})
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        version = path_version(request.path)
+        if version is not None and version not in SUPPORTED_VERSIONS:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol v{version} is not served here; this core speaks "
+                + ", ".join(f"v{v}" for v in SUPPORTED_VERSIONS),
+            )
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no endpoint {request.method} {request.path}")
+
+    # ------------------------------------------------------------------ WebSockets
+
+    async def _open_ws(
+        self, request: web.Request, channel: Channel, claims: Claims
+    ) -> tuple[WsPeer, Hello] | None:
+        """Upgrade, then wait for a valid ``hello``; on failure send an error and close."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None)
+        await ws.prepare(request)
+        peer = WsPeer(ws, channel)
+        peer.claims = claims
+        peer.expires_at = claims.expires_at
+        try:
+            first = await ws.receive(timeout=HELLO_TIMEOUT)
+        except TimeoutError:
+            await peer.fail(
+                ErrorCode.UNEXPECTED_MESSAGE, "no hello within 10 s", CloseCode.PROTOCOL_ERROR
+            )
+            return None
+        if first.type != aiohttp.WSMsgType.TEXT:
+            if first.type == aiohttp.WSMsgType.BINARY:
+                await peer.fail(
+                    ErrorCode.UNEXPECTED_MESSAGE,
+                    "the first message must be hello",
+                    CloseCode.PROTOCOL_ERROR,
+                )
+            return None
+        try:
+            hello = decode_message(first.data, channel=channel, sender="client")
+            if not isinstance(hello, Hello):
+                raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, "the first message must be hello")
+            check_version(hello.protocol)
+        except ProtocolError as exc:
+            close = (
+                CloseCode.UNSUPPORTED_VERSION
+                if exc.code == ErrorCode.UNSUPPORTED_VERSION
+                else CloseCode.PROTOCOL_ERROR
+            )
+            await peer.fail(exc.code, exc.message, close)
+            return None
+        peer.heartbeat_interval = hello.heartbeat_interval
+        peer.last_rx = time.monotonic()
+        self._peers.add(peer)
+        return peer, hello
+
+    async def presence(self, request: web.Request) -> web.StreamResponse:
+        claims = self._claims(request)
+        opened = await self._open_ws(request, Channel.PRESENCE, claims)
+        if opened is None:
+            return web.Response()
+        peer, hello = opened
+        session = self.core.open_session(claims, peer, hello.heartbeat_interval)
+        try:
+            await peer.send(
+                Welcome(
+                    protocol=PROTOCOL_VERSION,
+                    session_id=session.session_id,
+                    account_id=claims.account_id,
+                    operator_ref=claims.operator_ref,
+                    display_name=claims.display_name,
+                    heartbeat_interval=hello.heartbeat_interval,
+                    server_time=utc_iso(time.time()),
+                    expires_at=utc_iso(claims.expires_at),
+                )
+            )
+            await self._read_loop(
+                peer, Channel.PRESENCE, lambda m: self._on_presence(session, peer, m)
+            )
+        except ConnectionError:
+            pass
+        finally:
+            self._peers.discard(peer)
+            await self.core.close_session(session)
+        return peer.ws
+
+    async def _on_presence(self, session: OperatorSession, peer: WsPeer, message: Message) -> None:
+        if isinstance(message, Ping):
+            await peer.send(Pong(ts=message.ts, server_time=utc_iso(time.time())))
+        elif isinstance(message, UpdateToken):
+            session.claims = self._replace_token(peer, message)
+            await peer.send(Ack(reply_to=message.id))
+        else:
+            await self.core.handle_presence(session, message)
+
+    def _replace_token(self, peer: WsPeer, message: UpdateToken) -> Claims:
+        claims = self.tokens.verify(message.token)
+        old = peer.claims
+        assert old is not None
+        if (claims.account_id, claims.operator_ref) != (old.account_id, old.operator_ref):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the new token is for another operator")
+        peer.claims = claims
+        peer.expires_at = claims.expires_at
+        return claims
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        claims = self._claims(request)
+        call = self.core.check_media_access(claims, request.match_info["call_sid"])
+        opened = await self._open_ws(request, Channel.MEDIA, claims)
+        if opened is None:
+            return web.Response()
+        peer, _hello = opened
+        leg: MediaLeg | None = None
+        try:
+            leg = await self.core.attach_media(call, claims, peer)
+            await self._read_loop(peer, Channel.MEDIA, lambda m: self._on_media(leg, peer, m), leg)
+        except ProtocolError as exc:
+            await peer.fail(exc.code, exc.message, CloseCode.PROTOCOL_ERROR)
+        except ConnectionError:
+            pass
+        finally:
+            self._peers.discard(peer)
+            if leg is not None:
+                await self.core.detach_media(leg)
+        return peer.ws
+
+    async def _on_media(self, leg: MediaLeg | None, peer: WsPeer, message: Message) -> None:
+        assert leg is not None
+        if isinstance(message, Ping):
+            await peer.send(Pong(ts=message.ts, server_time=utc_iso(time.time())))
+        elif isinstance(message, Mute):
+            leg.muted = message.muted
+        elif isinstance(message, Dtmf):
+            await self.core.media_dtmf(leg, message.digits)
+        elif isinstance(message, Hangup):
+            claims = peer.claims
+            assert claims is not None
+            await peer.send(Ack(reply_to=message.id))
+            await self.core.hangup(claims, message.call_sid)
+        elif isinstance(message, UpdateToken):
+            leg.claims = self._replace_token(peer, message)
+            await peer.send(Ack(reply_to=message.id))
+
+    async def _read_loop(
+        self,
+        peer: WsPeer,
+        channel: Channel,
+        on_message: Callable[[Message], Awaitable[None]],
+        leg: MediaLeg | None = None,
+    ) -> None:
+        errors = 0
+        async for raw in peer.ws:
+            peer.last_rx = time.monotonic()
+            try:
+                if raw.type == aiohttp.WSMsgType.TEXT:
+                    await on_message(decode_message(raw.data, channel=channel, sender="client"))
+                elif raw.type == aiohttp.WSMsgType.BINARY:
+                    if leg is None:
+                        raise ProtocolError(
+                            ErrorCode.UNEXPECTED_MESSAGE,
+                            "binary frames are only valid on media legs",
+                        )
+                    frame = decode_audio_frame(raw.data)
+                    await self.core.media_audio(leg, frame.payload)
+                else:
+                    break
+                errors = 0
+            except ProtocolError as exc:
+                errors += 1
+                reply = request_id_of(raw.data) if raw.type == aiohttp.WSMsgType.TEXT else None
+                await peer.send(Error(code=exc.code.value, message=exc.message, reply_to=reply))
+                if errors >= MAX_CONSECUTIVE_ERRORS:
+                    await peer.close(CloseCode.PROTOCOL_ERROR, "too many invalid messages")
+                    break
