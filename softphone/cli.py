@@ -1,0 +1,279 @@
+"""``audin-phone``: the operator's commands.
+
+    audin-phone call NUMBER [--sandbox | --core-url URL --token-url URL] [--play WAV]
+                            [--record WAV] [--seconds N] [--json]
+
+Exit status of ``call``: 0 the call connected and ended normally; 1 it never connected or
+failed; 2 bad arguments or audio files; 3 the core or the token URL could not be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from softphone.engine import Call, Operator, OperatorError, token_url_provider
+from softphone.media import AudioDevice, AudioDeviceError, FileAudioDevice, NullAudioDevice
+from softphone.protocol import EndReason, ProtocolError, validate_e164
+
+EXIT_OK = 0
+EXIT_CALL_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+_UNREACHABLE_CODES = {
+    "CONNECTION_FAILED",
+    "CONNECTION_LOST",
+    "TOKEN_FETCH_FAILED",
+    "TIMEOUT",
+    "UNAUTHORIZED",
+    "AUTH_REQUIRED",
+    "TOKEN_INVALID",
+    "TOKEN_EXPIRED",
+    "UNSUPPORTED_VERSION",
+    "REQUEST_FAILED",
+}
+_NORMAL_ENDS = {EndReason.HANGUP, EndReason.REMOTE_HANGUP}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audin-phone", description="audin-phone softphone.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser(
+        "call",
+        help="place one headless call",
+        description="Go online, dial NUMBER, stream a WAV, record the far end, hang up, report.",
+    )
+    c.add_argument("number", help="number to dial, E.164 (e.g. +15550100, the sandbox echo line)")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--sandbox", action="store_true", help="start an embedded core (no account)")
+    where.add_argument("--core-url", help="URL of the operator core, e.g. https://core.example")
+    c.add_argument("--token-url", help="your backend's token endpoint (POST -> {token, expiresAt})")
+    c.add_argument(
+        "--token-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra header for the token request (repeatable)",
+    )
+    c.add_argument(
+        "--from", dest="caller_id", help="caller ID: one of your numbers (default: first)"
+    )
+    c.add_argument("--play", type=Path, help="WAV (16-bit, 8 kHz) to stream as the microphone")
+    c.add_argument("--record", type=Path, help="WAV to write with what the far end sends")
+    c.add_argument(
+        "--seconds",
+        type=float,
+        help="hang up after this many seconds of talk (default: --play's length + 1 s, "
+        "or when the far end hangs up)",
+    )
+    c.add_argument("--connect-timeout", type=float, default=30.0, help="give up if not connected")
+    c.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    c.add_argument("-v", "--verbose", action="store_true", help="log SDK events to stderr")
+    return p
+
+
+@dataclass
+class CallSummary:
+    call_sid: str | None
+    from_: str | None
+    to: str
+    connected: bool
+    end_reason: str | None
+    end_message: str
+    talk_seconds: float
+    frames_sent: int
+    frames_received: int
+    playback_underruns: int
+    rtt_median_ms: float | None
+    record: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "callSid": self.call_sid,
+            "from": self.from_,
+            "to": self.to,
+            "connected": self.connected,
+            "endReason": self.end_reason,
+            "endMessage": self.end_message,
+            "talkSeconds": round(self.talk_seconds, 3),
+            "framesSent": self.frames_sent,
+            "framesReceived": self.frames_received,
+            "playbackUnderruns": self.playback_underruns,
+            "rttMedianMs": None if self.rtt_median_ms is None else round(self.rtt_median_ms, 2),
+            "record": self.record,
+        }
+
+
+@contextlib.asynccontextmanager
+async def _core(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
+    """Yield (core URL, token URL, token headers): an embedded sandbox core or the given one."""
+    headers: dict[str, str] = {}
+    for item in args.token_header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--token-header {item!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    if args.sandbox:
+        from softphone.server import CoreConfig, CoreServer
+
+        logging.getLogger("audin.core").setLevel(logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="audin-sandbox-") as tmp:
+            server = CoreServer(CoreConfig(data_dir=Path(tmp), port=0, sandbox=True))
+            await server.start()
+            try:
+                yield server.url, server.url + "/sandbox/token", headers
+            finally:
+                await server.stop()
+        return
+    if not args.core_url or not args.token_url:
+        raise UsageError("give --sandbox, or both --core-url and --token-url")
+    yield args.core_url, args.token_url, headers
+
+
+def _device(args: argparse.Namespace) -> AudioDevice:
+    if args.play is None and args.record is None:
+        return NullAudioDevice()
+    return FileAudioDevice(args.play, args.record)
+
+
+async def run_call(args: argparse.Namespace) -> tuple[int, CallSummary]:
+    try:
+        validate_e164(args.number)
+        if args.caller_id:
+            validate_e164(args.caller_id)
+    except ProtocolError as exc:
+        raise UsageError(exc.message) from None
+    device = _device(args)  # validates the WAV files before anything goes on the wire
+    summary = CallSummary(None, None, args.number, False, None, "", 0.0, 0, 0, 0, None, None)
+    async with _core(args) as (core_url, token_url, headers):
+        operator = Operator(
+            core_url, token_url_provider(token_url, headers=headers), audio=lambda _c: device
+        )
+        if args.verbose:
+            for name in ("presence_state_changed", "availability_changed", "call_started"):
+                operator.on(name, lambda v, n=name: print(f"event {n}: {v}", file=sys.stderr))
+            operator.on(
+                "error", lambda e: print(f"warning: {e.code}: {e.message}", file=sys.stderr)
+            )
+        try:
+            numbers = await operator.list_phone_numbers()
+            if not numbers:
+                raise OperatorError("CALLER_ID_NOT_ALLOWED", "your token allows no phone number")
+            mine = next((n for n in numbers if n.phone_number == args.caller_id), None)
+            if args.caller_id and mine is None:
+                raise OperatorError(
+                    "CALLER_ID_NOT_ALLOWED",
+                    f"{args.caller_id} is not one of your numbers: "
+                    + ", ".join(n.phone_number for n in numbers),
+                )
+            mine = mine or numbers[0]
+            await operator.go_online([mine.id])
+            call = await operator.dial(args.number, caller_id=mine.phone_number)
+            summary.call_sid, summary.from_ = call.call_sid, call.from_
+            connected = await call.wait_started(args.connect_timeout)
+            if connected:
+                summary.connected = True
+                await _talk(call, args, device)
+            await call.hangup()
+            _fill(summary, call, args)
+        finally:
+            await operator.close()
+    code = EXIT_OK if summary.connected and summary.end_reason in _NORMAL_ENDS else EXIT_CALL_FAILED
+    return code, summary
+
+
+async def _talk(call: Call, args: argparse.Namespace, device: AudioDevice) -> None:
+    seconds = args.seconds
+    if seconds is None and isinstance(device, FileAudioDevice) and device.play_duration > 0:
+        seconds = device.play_duration + 1.0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    ended = asyncio.ensure_future(call.wait_ended())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({ended, stopped}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        stopped.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def _fill(summary: CallSummary, call: Call, args: argparse.Namespace) -> None:
+    stats = call.stats
+    summary.end_reason = call.end_reason.value if call.end_reason else None
+    summary.end_message = call.end_message
+    summary.talk_seconds = call.duration
+    summary.frames_sent = stats.frames_sent
+    summary.frames_received = stats.frames_received
+    summary.playback_underruns = stats.device_playback_underruns
+    summary.rtt_median_ms = stats.rtt_median_ms
+    summary.record = str(args.record) if args.record else None
+
+
+def _print_summary(summary: CallSummary) -> None:
+    from rich.console import Console
+
+    out = Console(highlight=False)
+    out.print(f"[bold]call[/] {summary.call_sid}  {summary.from_} -> {summary.to}")
+    if summary.connected:
+        out.print(f"  connected   yes, talked {summary.talk_seconds:.2f} s")
+    else:
+        out.print("  connected   [red]no[/]")
+    out.print(f"  ended       {summary.end_reason} ({summary.end_message})")
+    out.print(
+        f"  audio       sent {summary.frames_sent} frames, received {summary.frames_received},"
+        f" playback underruns {summary.playback_underruns}"
+    )
+    if summary.rtt_median_ms is not None:
+        out.print(f"  media RTT   {summary.rtt_median_ms:.1f} ms median")
+    if summary.record:
+        out.print(f"  recorded    {summary.record}")
+
+
+def phone_main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code, summary = asyncio.run(run_call(args))
+    except UsageError as exc:
+        print(f"audin-phone: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AudioDeviceError as exc:
+        print(f"audin-phone: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OperatorError as exc:
+        print(f"audin-phone: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE if exc.code in _UNREACHABLE_CODES else EXIT_CALL_FAILED
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(summary.to_json()))
+    else:
+        _print_summary(summary)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(phone_main())

@@ -1,0 +1,509 @@
+"""A call as the SDK sees it, and the driver of its media leg (audio over a WebSocket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from softphone.engine.errors import ClientErrorCode, OperatorError
+from softphone.engine.states import CALL_TRANSITIONS, CallState, InvalidTransition, StateMachine
+from softphone.media import (
+    AudioDevice,
+    AudioDeviceError,
+    NullAudioDevice,
+    decode_mulaw,
+    encode_mulaw,
+)
+from softphone.protocol import (
+    Accept,
+    CallEnded,
+    Channel,
+    Direction,
+    Dtmf,
+    EndReason,
+    Error,
+    Hangup,
+    Hello,
+    MediaReady,
+    Mute,
+    Ping,
+    Pong,
+    ProtocolError,
+    Reject,
+    decode_audio_frame,
+    decode_message,
+    encode_audio_frame,
+    encode_message,
+)
+from softphone.protocol.frames import FRAME_SAMPLES, PAYLOAD_BYTES
+
+if TYPE_CHECKING:
+    from softphone.engine.operator import Operator
+
+log = logging.getLogger("audin.sdk.call")
+
+CallDirection = Direction
+AudioFactory = Callable[["Call"], AudioDevice]
+
+_DTMF: Final = re.compile(r"^[0-9A-D*#]$")
+_MULAW_SILENCE: Final = b"\xff" * PAYLOAD_BYTES
+_SEND_TICK: Final = 0.010
+_PING_EVERY: Final = 1.0
+_MEDIA_RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """What the media leg counted so far."""
+
+    frames_sent: int
+    frames_received: int
+    frames_malformed: int
+    rtt_ms: float | None
+    rtt_median_ms: float | None
+    device_capture_dropped: int
+    device_playback_underruns: int
+    device_playback_dropped: int
+
+
+class Call:
+    """One call. Created by ``Operator.dial`` (outbound) or offered (``incoming_call``)."""
+
+    def __init__(
+        self,
+        operator: Operator,
+        *,
+        call_sid: str,
+        direction: Direction,
+        from_: str,
+        to: str,
+        params: dict[str, str],
+        phone_number_id: str | None,
+        state: CallState,
+    ) -> None:
+        self._operator = operator
+        self.call_sid = call_sid
+        self.direction = direction
+        self.from_ = from_
+        self.to = to
+        self.params = dict(params)
+        self.phone_number_id = phone_number_id
+        self._sm: StateMachine[CallState] = StateMachine(state, CALL_TRANSITIONS)
+        self.end_reason: EndReason | None = None
+        self.end_message = ""
+        self._muted = False
+        self.created_at = time.time()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self._answered = False
+        self._media_ready = False
+        self._ended = asyncio.Event()
+        self._finishing = False
+        self._started = asyncio.Event()
+        self._media: _MediaLeg | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Call({self.call_sid}, {self.direction.value}, {self.from_} -> {self.to},"
+            f" {self.state.value})"
+        )
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def state(self) -> CallState:
+        return self._sm.state
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @property
+    def is_ended(self) -> bool:
+        return self.state == CallState.ENDED
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the call was answered (0 if it never was)."""
+        if self.answered_at is None:
+            return 0.0
+        return (self.ended_at or time.time()) - self.answered_at
+
+    @property
+    def stats(self) -> CallStats:
+        leg = self._media
+        if leg is None:
+            return CallStats(0, 0, 0, None, None, 0, 0, 0)
+        return leg.stats()
+
+    async def wait_started(self, timeout: float | None = None) -> bool:
+        """Wait until the call is active (True) or ended without starting (False)."""
+        started = asyncio.ensure_future(self._started.wait())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait(
+                {started, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            started.cancel()
+            ended.cancel()
+        return self._started.is_set() and not (self._ended.is_set() and self.answered_at is None)
+
+    async def wait_ended(self, timeout: float | None = None) -> EndReason | None:
+        """Wait for the end of the call and return its reason (None on timeout)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        return self.end_reason
+
+    # ------------------------------------------------------------------ actions
+
+    async def accept(self) -> None:
+        """Answer an inbound offer (no-op unless pending)."""
+        if self.state != CallState.PENDING:
+            return
+        other = self._operator.current_call
+        if other is not None and other is not self:
+            raise OperatorError("BUSY", "another call is active; hang it up first")
+        self._transition(CallState.CONNECTING)
+        try:
+            await self._operator._request(
+                Accept(id=self._operator._next_id(), call_sid=self.call_sid)
+            )
+        except OperatorError as exc:
+            reason = (
+                EndReason.TAKEN_BY_OTHER if exc.code == "CALL_NOT_AVAILABLE" else EndReason.FAILED
+            )
+            await self._finish(reason, exc.message)
+            raise
+        if not self.is_ended:
+            self._start_media()
+
+    async def reject(self) -> None:
+        """Decline an inbound offer; the caller is hung up (no-op unless pending)."""
+        if self.state != CallState.PENDING:
+            return
+        try:
+            await self._operator._request(
+                Reject(id=self._operator._next_id(), call_sid=self.call_sid, reason="rejected")
+            )
+        finally:
+            await self._finish(EndReason.REJECTED, "rejected on this device")
+
+    async def ignore(self) -> None:
+        """Stop ringing here only; the offer stays open for others (no-op unless pending)."""
+        if self.state == CallState.PENDING:
+            await self._finish(EndReason.IGNORED, "ignored on this device")
+
+    async def hangup(self) -> None:
+        """End the call (or cancel it before answer). Safe to call in any state."""
+        if self.is_ended:
+            return
+        if self.state == CallState.PENDING:
+            await self.reject()
+            return
+        message = Hangup(id=self._operator._next_id(), call_sid=self.call_sid)
+        try:
+            await self._operator._request(message)
+        except OperatorError as exc:
+            log.info("hangup request failed (%s); ending locally", exc.code)
+        answered = self.answered_at is not None
+        await self._finish(EndReason.HANGUP if answered else EndReason.CANCELLED, "hung up")
+
+    async def mute(self, on: bool = True) -> None:
+        """Send silence instead of the microphone (the microphone stays open)."""
+        self._muted = bool(on)
+        leg = self._media
+        if leg is not None:
+            await leg.send_control(Mute(muted=self._muted))
+
+    async def send_dtmf(self, digit: str) -> None:
+        """Send one DTMF digit ("0"-"9", "*", "#", "A"-"D") to the far end."""
+        if not isinstance(digit, str) or not _DTMF.match(digit):
+            raise OperatorError(
+                ClientErrorCode.INVALID_DTMF, f"{digit!r} is not a DTMF digit (0-9, *, #, A-D)"
+            )
+        leg = self._media
+        if self.state != CallState.ACTIVE or leg is None:
+            raise OperatorError(ClientErrorCode.INVALID_STATE, "DTMF needs an active call")
+        await leg.send_control(Dtmf(digits=digit))
+
+    # ------------------------------------------------------------------ driven by the operator
+
+    def _transition(self, new: CallState) -> bool:
+        try:
+            self._sm.go(new)
+        except InvalidTransition:
+            log.debug("call %s ignores %s -> %s", self.call_sid, self.state, new)
+            return False
+        return True
+
+    def _on_ringing(self) -> None:
+        if self.state == CallState.CONNECTING:
+            self._transition(CallState.RINGING)
+
+    def _on_answered(self) -> None:
+        self._answered = True
+        self._maybe_activate()
+
+    def _on_media_ready(self) -> None:
+        self._media_ready = True
+        self._maybe_activate()
+
+    def _maybe_activate(self) -> None:
+        if not (self._answered and self._media_ready):
+            return
+        if self.state in (CallState.CONNECTING, CallState.RINGING) and self._transition(
+            CallState.ACTIVE
+        ):
+            self.answered_at = time.time()
+            if self._media is not None:
+                self._media.start_audio()
+            self._started.set()
+            self._operator._emit("call_started", self)
+
+    def _start_media(self) -> None:
+        if self._media is None:
+            self._media = _MediaLeg(self, self._operator)
+            self._media.start()
+
+    async def _finish(self, reason: EndReason, message: str) -> None:
+        """End the call once: stop media, emit ``call_ended``. Later calls wait for that."""
+        if self._finishing:
+            await self._ended.wait()
+            return
+        self._finishing = True
+        self._transition(CallState.ENDED)
+        self.end_reason = reason
+        self.end_message = message
+        self.ended_at = time.time()
+        try:
+            if self._media is not None:
+                await self._media.stop()
+        finally:
+            self._operator._call_finished(self)
+            self._ended.set()
+
+
+class _MediaLeg:
+    """Opens the call's media WebSocket, pumps audio between it and the audio device."""
+
+    def __init__(self, call: Call, operator: Operator) -> None:
+        self._call = call
+        self._op = operator
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._device: AudioDevice | None = None
+        self._stopping = False
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.frames_malformed = 0
+        self._sequence = 0
+        self._timestamp = 0
+        self._rtts: list[float] = []
+
+    def _finished(self) -> bool:
+        return self._stopping or self._call.is_ended
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"media-{self._call.call_sid}"
+        )
+
+    def stats(self) -> CallStats:
+        dev = self._device.stats() if self._device is not None else None
+        rtt = self._rtts[-1] * 1000 if self._rtts else None
+        median = statistics.median(self._rtts) * 1000 if self._rtts else None
+        return CallStats(
+            frames_sent=self.frames_sent,
+            frames_received=self.frames_received,
+            frames_malformed=self.frames_malformed,
+            rtt_ms=rtt,
+            rtt_median_ms=median,
+            device_capture_dropped=dev.capture_dropped if dev else 0,
+            device_playback_underruns=dev.playback_underruns if dev else 0,
+            device_playback_dropped=dev.playback_dropped if dev else 0,
+        )
+
+    async def send_control(self, message: Mute | Dtmf | Ping | Hangup) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(encode_message(message))
+
+    async def _open(self) -> ClientConnection | None:
+        """Open the leg and wait for ``media_ready``; None if the call ended meanwhile."""
+        from softphone.engine.transport import connect_ws, ws_url
+
+        token = await self._op._fresh_token()
+        url = ws_url(self._op.core_url, f"/v1/calls/{self._call.call_sid}/media")
+        ws = await connect_ws(url, token.token, timeout=self._op.request_timeout)
+        await ws.send(
+            encode_message(Hello(protocol=1, client=self._op.client_name, heartbeat_interval=5.0))
+        )
+        raw = await asyncio.wait_for(ws.recv(), self._op.request_timeout)
+        first = decode_message(raw, channel=Channel.MEDIA, sender="core")
+        if isinstance(first, Error):
+            await ws.close()
+            raise OperatorError(first.code, first.message)
+        if isinstance(first, CallEnded):
+            await ws.close()
+            await self._call._finish(first.reason, first.message)
+            return None
+        if not isinstance(first, MediaReady):
+            await ws.close()
+            raise OperatorError(
+                ClientErrorCode.PROTOCOL_VIOLATION, f"expected media_ready, got {first}"
+            )
+        return ws
+
+    async def _run(self) -> None:
+        call = self._call
+        attempt = 0
+        while not self._finished():
+            try:
+                ws = await self._open()
+            except (
+                OperatorError,
+                ProtocolError,
+                OSError,
+                TimeoutError,
+                websockets.WebSocketException,
+            ) as exc:
+                if call.state in (CallState.ACTIVE, CallState.RECONNECTING) and attempt < len(
+                    _MEDIA_RECONNECT_DELAYS
+                ):
+                    await asyncio.sleep(_MEDIA_RECONNECT_DELAYS[attempt])
+                    attempt += 1
+                    continue
+                err = (
+                    exc
+                    if isinstance(exc, OperatorError)
+                    else OperatorError(ClientErrorCode.MEDIA_FAILED, str(exc), exc)
+                )
+                self._op._emit_error(
+                    OperatorError(err.code, f"media leg failed: {err.message}", exc)
+                )
+                await call._finish(EndReason.FAILED, f"media leg failed: {err.message}")
+                return
+            if ws is None:
+                return
+            self._ws = ws
+            attempt = 0
+            if call.state == CallState.RECONNECTING:
+                call._transition(CallState.ACTIVE)
+                self._op._emit("call_reconnected", call)
+            else:
+                call._on_media_ready()
+            await self._receive(ws)
+            if self._finished():
+                return
+            # The leg dropped while the call goes on: re-open it with a fresh token.
+            if call.state == CallState.ACTIVE:
+                call._transition(CallState.RECONNECTING)
+                self._op._emit("call_reconnecting", call)
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        try:
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    try:
+                        frame = decode_audio_frame(raw)
+                    except ProtocolError:
+                        self.frames_malformed += 1
+                        continue
+                    self.frames_received += 1
+                    device = self._device
+                    if device is not None:
+                        device.write_frame(decode_mulaw(frame.payload))
+                    continue
+                try:
+                    message = decode_message(raw, channel=Channel.MEDIA, sender="core")
+                except ProtocolError as exc:
+                    self._op._emit_error(
+                        OperatorError(exc.code, f"from the media leg: {exc.message}")
+                    )
+                    continue
+                if isinstance(message, Pong):
+                    self._rtts.append(max(0.0, time.monotonic() - message.ts))
+                    del self._rtts[:-120]
+                elif isinstance(message, CallEnded):
+                    await self._call._finish(message.reason, message.message)
+                    return
+                elif isinstance(message, Error):
+                    self._op._emit_error(OperatorError(message.code, message.message))
+        except websockets.ConnectionClosed:
+            return
+
+    def start_audio(self) -> None:
+        """Open the audio device and start sending (called when the call becomes active)."""
+        if self._device is not None:
+            return
+        try:
+            device = self._op._audio_factory(self._call)
+            device.start()
+        except (AudioDeviceError, OSError) as exc:
+            code = getattr(exc, "code", ClientErrorCode.AUDIO_DEVICE_FAILED)
+            self._op._emit_error(OperatorError(str(code), f"audio device failed: {exc}", exc))
+            device = NullAudioDevice()
+            device.start()
+        self._device = device
+        self._sender = asyncio.get_running_loop().create_task(
+            self._send_loop(), name="media-sender"
+        )
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        next_ping = 0.0
+        device = self._device
+        assert device is not None
+        while True:
+            deadline += _SEND_TICK
+            delay = deadline - loop.time()
+            if delay < -0.2:
+                deadline = loop.time()
+            await asyncio.sleep(max(0.0, delay))
+            ws = self._ws
+            while (pcm := device.read_frame()) is not None:
+                payload = _MULAW_SILENCE if self._call.muted else encode_mulaw(pcm).tobytes()
+                if ws is None or self._call.state != CallState.ACTIVE:
+                    continue
+                frame = encode_audio_frame(
+                    self._sequence, self._timestamp, payload, marker=self._sequence == 0
+                )
+                self._sequence = (self._sequence + 1) & 0xFFFF
+                self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+                try:
+                    await ws.send(frame)
+                except websockets.ConnectionClosed:
+                    break
+                self.frames_sent += 1
+            if ws is not None and loop.time() >= next_ping:
+                next_ping = loop.time() + _PING_EVERY
+                await self.send_control(Ping(ts=time.monotonic()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        current = asyncio.current_task()
+        for task in (self._sender, self._task):
+            if task is not None and task is not current and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._device is not None:
+            await asyncio.to_thread(self._device.stop)

@@ -1,0 +1,620 @@
+"""The operator SDK: presence, availability, dialling and offers over protocol v1.
+
+Modelled on the seed SDK (``AudinOperator``), named the Python way::
+
+    op = Operator("http://127.0.0.1:8765", get_token)
+    numbers = await op.list_phone_numbers()
+    await op.go_online([numbers[0].id])
+    call = await op.dial("+15550100", caller_id=numbers[0].phone_number)
+    ...
+    await call.hangup()
+    await op.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, overload
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from softphone.engine.call import AudioFactory, Call
+from softphone.engine.errors import ClientErrorCode, OperatorError
+from softphone.engine.events import EventEmitter
+from softphone.engine.states import PRESENCE_TRANSITIONS, CallState, PresenceState, StateMachine
+from softphone.engine.tokens import GetToken, TokenInfo, redact, to_token_info
+from softphone.engine.transport import connect_ws, http_base, ws_url
+from softphone.media import AudioDevice, NullAudioDevice
+from softphone.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Availability,
+    CallAnswered,
+    CallCreated,
+    CallEnded,
+    CallOffer,
+    CallRinging,
+    Channel,
+    CloseCode,
+    Dial,
+    Direction,
+    EndReason,
+    Error,
+    ErrorCode,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Reject,
+    SetAvailability,
+    Welcome,
+    decode_message,
+    encode_message,
+    validate_e164,
+)
+from softphone.protocol import http as api
+
+log = logging.getLogger("audin.sdk")
+
+DEFAULT_BACKOFF: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+EventName = Literal[
+    "presence_state_changed",
+    "availability_changed",
+    "incoming_call",
+    "call_started",
+    "call_ended",
+    "call_reconnecting",
+    "call_reconnected",
+    "error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    id: str
+    phone_number: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityResult:
+    """Numbers the core confirmed (``accepted``) and refused (``rejected``)."""
+
+    accepted: tuple[str, ...]
+    rejected: tuple[str, ...]
+
+
+def _default_audio(call: Call) -> AudioDevice:
+    return NullAudioDevice()
+
+
+class Operator:
+    """One operator's connection to an audin core: presence, availability, calls."""
+
+    def __init__(
+        self,
+        core_url: str,
+        get_token: GetToken,
+        *,
+        heartbeat_interval: float = 25.0,
+        reconnect_backoff: Sequence[float] = DEFAULT_BACKOFF,
+        audio: AudioFactory | None = None,
+        request_timeout: float = 10.0,
+        client_name: str = "audin-phone",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.core_url = http_base(core_url)
+        self._get_token = get_token
+        if heartbeat_interval < 1:
+            raise ValueError("heartbeat_interval must be at least 1 second")
+        if not reconnect_backoff or any(d < 0 for d in reconnect_backoff):
+            raise ValueError("reconnect_backoff must be a non-empty list of delays >= 0")
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.reconnect_backoff = tuple(float(d) for d in reconnect_backoff)
+        self._audio_factory: AudioFactory = audio or _default_audio
+        self.request_timeout = request_timeout
+        self.client_name = client_name
+        self._log = logger or log
+        self._events = EventEmitter(self._log)
+        self._sm: StateMachine[PresenceState] = StateMachine(
+            PresenceState.OFFLINE, PRESENCE_TRANSITIONS
+        )
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._calls: dict[str, Call] = {}
+        self._wanted: list[str] | None = None
+        self._availability = AvailabilityResult((), ())
+        self._token: TokenInfo | None = None
+        self._welcome: Welcome | None = None
+        self._ids = itertools.count(1)
+        self._connect_lock = asyncio.Lock()
+        self._last_rx = 0.0
+        self.rtt_ms: float | None = None
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def state(self) -> PresenceState:
+        return self._sm.state
+
+    @property
+    def current_call(self) -> Call | None:
+        for call in self._calls.values():
+            if call.state not in (CallState.PENDING, CallState.ENDED):
+                return call
+        return None
+
+    @property
+    def is_busy(self) -> bool:
+        return self.current_call is not None
+
+    @property
+    def calls(self) -> list[Call]:
+        return list(self._calls.values())
+
+    @property
+    def availability(self) -> AvailabilityResult:
+        return self._availability
+
+    @property
+    def identity(self) -> str | None:
+        return self._welcome.operator_ref if self._welcome else None
+
+    # ------------------------------------------------------------------ events
+
+    @overload
+    def on(
+        self, event: Literal["presence_state_changed"], listener: Callable[[PresenceState], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, event: Literal["availability_changed"], listener: Callable[[AvailabilityResult], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self,
+        event: Literal[
+            "incoming_call", "call_started", "call_ended", "call_reconnecting", "call_reconnected"
+        ],
+        listener: Callable[[Call], Any],
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, event: Literal["error"], listener: Callable[[OperatorError], Any]
+    ) -> Callable[[], None]: ...
+    def on(self, event: EventName, listener: Callable[[Any], Any]) -> Callable[[], None]:
+        """Subscribe; returns a callable that unsubscribes. Listeners may be sync or async."""
+        return self._events.on(event, listener)
+
+    def once(self, event: EventName, listener: Callable[[Any], Any]) -> Callable[[], None]:
+        return self._events.once(event, listener)
+
+    def off(self, event: EventName, listener: Callable[[Any], Any]) -> None:
+        self._events.off(event, listener)
+
+    def _emit(self, event: EventName, *args: Any) -> None:
+        self._events.emit(event, *args)
+
+    def _emit_error(self, error: OperatorError) -> None:
+        self._log.warning("error %s: %s", error.code, error.message)
+        self._events.emit("error", error)
+
+    def _set_state(self, new: PresenceState) -> None:
+        if self._sm.state == new:
+            return
+        self._sm.go(new)
+        self._log.info("presence %s", new.value)
+        self._events.emit("presence_state_changed", new)
+
+    # ------------------------------------------------------------------ tokens and HTTP
+
+    async def _fresh_token(self) -> TokenInfo:
+        """Call ``get_token`` (always a new token, as the seed SDK does)."""
+        try:
+            info = to_token_info(await self._get_token())
+        except OperatorError as exc:
+            self._emit_error(exc)
+            raise
+        except Exception as exc:
+            error = OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED, f"get_token failed: {exc}", exc
+            )
+            self._emit_error(error)
+            raise error from exc
+        self._token = info
+        self._log.debug("token fetched %s", redact(info.token))
+        return info
+
+    @property
+    def token(self) -> str | None:
+        """The last session token, redacted (the SDK never hands the raw token out)."""
+        return redact(self._token.token) if self._token else None
+
+    async def list_phone_numbers(self) -> list[PhoneNumber]:
+        """Numbers this operator may use. Retries once with a fresh token on HTTP 401."""
+        url = self.core_url + api.PHONE_NUMBERS_PATH
+        token = self._token if self._token is not None else await self._fresh_token()
+        for attempt in range(2):
+            try:
+                async with httpx.AsyncClient(timeout=self.request_timeout) as client:
+                    response = await client.get(
+                        url, headers={"Authorization": f"Bearer {token.token}"}
+                    )
+            except httpx.HTTPError as exc:
+                raise OperatorError(
+                    ClientErrorCode.REQUEST_FAILED, f"cannot list numbers at {url}: {exc}", exc
+                ) from exc
+            if response.status_code == 401:
+                if attempt == 0:
+                    token = await self._fresh_token()
+                    continue
+                detail = api.parse_error_body(response.content)
+                raise OperatorError(
+                    ClientErrorCode.UNAUTHORIZED,
+                    detail.message if detail else "the core refused the session token",
+                )
+            if response.is_error:
+                detail = api.parse_error_body(response.content)
+                raise OperatorError(
+                    ClientErrorCode.REQUEST_FAILED,
+                    f"HTTP {response.status_code}: {detail.message if detail else response.text}",
+                )
+            try:
+                body = api.decode_body(response.content, api.PhoneNumberList)
+            except ProtocolError as exc:
+                raise OperatorError(ClientErrorCode.REQUEST_FAILED, exc.message, exc) from exc
+            return [PhoneNumber(n.id, n.phone_number, n.display_name) for n in body.phone_numbers]
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ presence
+
+    async def go_online(self, phone_number_ids: Sequence[str]) -> AvailabilityResult:
+        """Connect (if needed) and be online on exactly these numbers. Call again to change."""
+        self._check_alive()
+        self._wanted = list(phone_number_ids)
+        if self._ws is not None and self.state == PresenceState.ONLINE:
+            return await self._announce()
+        await self._ensure_connected()
+        return self._availability
+
+    async def go_offline(self) -> None:
+        """End any active call (reason ``offline``), close presence, stop reconnecting."""
+        self._wanted = None
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            self._reconnector = None
+        for call in list(self._calls.values()):
+            if call.state == CallState.PENDING:
+                await call._finish(EndReason.OFFLINE, "went offline")
+            elif not call.is_ended:
+                with contextlib.suppress(OperatorError):
+                    await call.hangup()
+                await call._finish(EndReason.OFFLINE, "went offline")
+        await self._disconnect()
+        if self.state in (
+            PresenceState.CONNECTING,
+            PresenceState.ONLINE,
+            PresenceState.RECONNECTING,
+        ):
+            self._set_state(PresenceState.OFFLINE)
+
+    async def close(self) -> None:
+        """Go offline, end everything, remove listeners; the operator is then destroyed."""
+        if self.state == PresenceState.DESTROYED:
+            return
+        await self.go_offline()
+        self._set_state(PresenceState.DESTROYED)
+        await self._events.drain()
+        self._events.clear()
+
+    async def __aenter__(self) -> Operator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_alive(self) -> None:
+        if self.state == PresenceState.DESTROYED:
+            raise OperatorError(ClientErrorCode.DESTROYED, "this Operator was closed")
+
+    async def _ensure_connected(self) -> None:
+        async with self._connect_lock:
+            if self._ws is not None and self.state == PresenceState.ONLINE:
+                return
+            if self._reconnector is not None and not self._reconnector.done():
+                self._reconnector.cancel()
+                self._reconnector = None
+            if self.state != PresenceState.RECONNECTING:
+                self._set_state(PresenceState.CONNECTING)
+            try:
+                await self._establish()
+            except OperatorError:
+                if self.state == PresenceState.CONNECTING:
+                    self._set_state(PresenceState.OFFLINE)
+                raise
+
+    async def _establish(self) -> None:
+        """Connect, say hello, restore availability, go online."""
+        token = await self._fresh_token()
+        ws = await connect_ws(
+            ws_url(self.core_url, api.PRESENCE_PATH), token.token, timeout=self.request_timeout
+        )
+        try:
+            await ws.send(
+                encode_message(
+                    Hello(
+                        protocol=PROTOCOL_VERSION,
+                        client=self.client_name,
+                        heartbeat_interval=self.heartbeat_interval,
+                    )
+                )
+            )
+            raw = await asyncio.wait_for(ws.recv(), self.request_timeout)
+            first = decode_message(raw, channel=Channel.PRESENCE, sender="core")
+        except ProtocolError as exc:
+            await ws.close()
+            raise OperatorError(exc.code, exc.message, exc) from exc
+        except (TimeoutError, websockets.ConnectionClosed) as exc:
+            await ws.close()
+            raise OperatorError(
+                ClientErrorCode.CONNECTION_FAILED, f"no welcome from the core: {exc}", exc
+            ) from exc
+        if isinstance(first, Error):
+            await ws.close()
+            raise OperatorError(first.code, first.message)
+        if not isinstance(first, Welcome):
+            await ws.close()
+            raise OperatorError(
+                ClientErrorCode.PROTOCOL_VIOLATION, f"expected welcome, got {type(first).__name__}"
+            )
+        self._welcome = first
+        self._ws = ws
+        self._last_rx = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read(ws), name="presence-reader")
+        self._heartbeat = loop.create_task(self._beat(ws), name="presence-heartbeat")
+        if self._wanted is not None:
+            await self._announce()
+        self._set_state(PresenceState.ONLINE)
+
+    async def _announce(self) -> AvailabilityResult:
+        wanted = list(self._wanted or [])
+        reply = await self._request(SetAvailability(id=self._next_id(), phone_number_ids=wanted))
+        assert isinstance(reply, Availability)
+        self._availability = AvailabilityResult(tuple(reply.accepted), tuple(reply.rejected))
+        self._emit("availability_changed", self._availability)
+        return self._availability
+
+    async def _disconnect(self) -> None:
+        ws, self._ws = self._ws, None
+        for task in (self._heartbeat, self._reader):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        for task in (self._heartbeat, self._reader):
+            if task is not None and task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._heartbeat = self._reader = None
+        self._fail_pending(OperatorError(ClientErrorCode.CONNECTION_LOST, "presence closed"))
+
+    def _fail_pending(self, error: OperatorError) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        close_code: int | None = None
+        try:
+            async for raw in ws:
+                self._last_rx = time.monotonic()
+                if isinstance(raw, bytes):
+                    self._emit_error(
+                        OperatorError(
+                            ClientErrorCode.PROTOCOL_VIOLATION, "binary frame on presence"
+                        )
+                    )
+                    continue
+                try:
+                    message = decode_message(raw, channel=Channel.PRESENCE, sender="core")
+                except ProtocolError as exc:
+                    self._emit_error(OperatorError(exc.code, f"from the core: {exc.message}"))
+                    continue
+                await self._dispatch(message)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            close_code = ws.close_code
+        if self._ws is ws:
+            await self._connection_lost(close_code)
+
+    async def _connection_lost(self, close_code: int | None) -> None:
+        self._ws = None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        self._fail_pending(
+            OperatorError(ClientErrorCode.CONNECTION_LOST, "presence connection lost")
+        )
+        if close_code == CloseCode.UNSUPPORTED_VERSION:
+            self._emit_error(
+                OperatorError(ErrorCode.UNSUPPORTED_VERSION, "the core does not speak protocol v1")
+            )
+            self._set_state(PresenceState.OFFLINE)
+            return
+        if self._wanted is None or self.state != PresenceState.ONLINE:
+            return
+        self._emit_error(
+            OperatorError(
+                ClientErrorCode.CONNECTION_LOST,
+                f"presence connection lost (close code {close_code}); reconnecting",
+            )
+        )
+        self._set_state(PresenceState.RECONNECTING)
+        self._reconnector = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        for attempt in itertools.count():
+            delay = self.reconnect_backoff[min(attempt, len(self.reconnect_backoff) - 1)]
+            await asyncio.sleep(delay)
+            if self._wanted is None:
+                return
+            try:
+                async with self._connect_lock:
+                    await self._establish()
+                return
+            except OperatorError as exc:
+                self._log.info("reconnect attempt %d failed: %s", attempt + 1, exc.code)
+                if exc.code not in (ClientErrorCode.TOKEN_FETCH_FAILED,):
+                    self._emit_error(exc)
+
+    async def _beat(self, ws: ClientConnection) -> None:
+        interval = self.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_rx > 2 * interval:
+                self._log.warning("no traffic for %.0f s: presence link is dead", 2 * interval)
+                ws.transport.abort()
+                return
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(encode_message(Ping(ts=time.monotonic())))
+
+    def _next_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    async def _request(self, message: Message) -> Message:
+        """Send a request on presence and wait for its reply (raises OperatorError)."""
+        ws = self._ws
+        if ws is None:
+            raise OperatorError(ClientErrorCode.CONNECTION_LOST, "not connected to the core")
+        rid = getattr(message, "id")  # noqa: B009 (every request has one)
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await ws.send(encode_message(message))
+            return await asyncio.wait_for(fut, self.request_timeout)
+        except TimeoutError:
+            raise OperatorError(
+                ClientErrorCode.TIMEOUT, f"no answer to {type(message).__name__} in time"
+            ) from None
+        except websockets.ConnectionClosed as exc:
+            raise OperatorError(ClientErrorCode.CONNECTION_LOST, "connection lost", exc) from exc
+        finally:
+            self._pending.pop(rid, None)
+
+    # ------------------------------------------------------------------ inbound messages
+
+    async def _dispatch(self, message: Message) -> None:
+        reply_to = getattr(message, "reply_to", None)
+        if reply_to is not None and isinstance(message, Availability | CallCreated | Ack | Error):
+            fut = self._pending.get(reply_to)
+            if fut is not None and not fut.done():
+                if isinstance(message, Error):
+                    fut.set_exception(OperatorError(message.code, message.message))
+                else:
+                    fut.set_result(message)
+            return
+        match message:
+            case Error():
+                self._emit_error(OperatorError(message.code, message.message))
+            case Availability():
+                self._availability = AvailabilityResult(
+                    tuple(message.accepted), tuple(message.rejected)
+                )
+                self._emit("availability_changed", self._availability)
+            case CallOffer():
+                await self._on_offer(message)
+            case CallRinging():
+                if (call := self._calls.get(message.call_sid)) is not None:
+                    call._on_ringing()
+            case CallAnswered():
+                if (call := self._calls.get(message.call_sid)) is not None:
+                    call._on_answered()
+            case CallEnded():
+                if (call := self._calls.get(message.call_sid)) is not None:
+                    await call._finish(message.reason, message.message)
+            case Pong():
+                self.rtt_ms = max(0.0, time.monotonic() - message.ts) * 1000
+            case _:
+                self._log.debug("ignored %s", type(message).__name__)
+
+    async def _on_offer(self, offer: CallOffer) -> None:
+        if offer.call_sid in self._calls:
+            return
+        if self.is_busy:
+            self._log.info("declining offer %s: busy", offer.call_sid)
+            ws = self._ws
+            if ws is not None:
+                reject = Reject(id=self._next_id(), call_sid=offer.call_sid, reason="busy")
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await ws.send(encode_message(reject))
+            return
+        call = Call(
+            self,
+            call_sid=offer.call_sid,
+            direction=Direction.INBOUND,
+            from_=offer.from_,
+            to=offer.to,
+            params=offer.params,
+            phone_number_id=offer.phone_number_id,
+            state=CallState.PENDING,
+        )
+        self._calls[call.call_sid] = call
+        self._emit("incoming_call", call)
+
+    # ------------------------------------------------------------------ outbound
+
+    async def dial(
+        self,
+        to: str,
+        *,
+        caller_id: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Call:
+        """Place an outbound call; returns once the core created it and media is opening."""
+        self._check_alive()
+        try:
+            validate_e164(to)
+            if caller_id is not None:
+                validate_e164(caller_id)
+        except ProtocolError as exc:
+            raise OperatorError(exc.code, exc.message) from None
+        if self.is_busy:
+            raise OperatorError(ErrorCode.BUSY, "a call is already active; hang it up first")
+        await self._ensure_connected()
+        reply = await self._request(
+            Dial(id=self._next_id(), to=to, caller_id=caller_id, params=dict(params or {}))
+        )
+        assert isinstance(reply, CallCreated)
+        call = Call(
+            self,
+            call_sid=reply.call_sid,
+            direction=Direction.OUTBOUND,
+            from_=reply.from_,
+            to=reply.to,
+            params=reply.params,
+            phone_number_id=None,
+            state=CallState.CONNECTING,
+        )
+        self._calls[call.call_sid] = call
+        call._start_media()
+        return call
+
+    def _call_finished(self, call: Call) -> None:
+        self._calls.pop(call.call_sid, None)
+        self._emit("call_ended", call)

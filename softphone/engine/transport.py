@@ -1,0 +1,67 @@
+"""WebSocket and HTTP plumbing of the SDK: URLs, authenticated connects, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from softphone.engine.errors import ClientErrorCode, OperatorError
+from softphone.protocol import FRAME_BYTES, MAX_MESSAGE_BYTES
+from softphone.protocol.http import parse_error_body
+
+MAX_INCOMING = max(MAX_MESSAGE_BYTES, FRAME_BYTES) * 4
+
+
+def http_base(core_url: str) -> str:
+    """Normalise a core URL to ``http(s)://host:port`` (ws(s) accepted too)."""
+    parts = urlsplit(core_url.strip())
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise OperatorError(
+            ClientErrorCode.CONNECTION_FAILED,
+            f"core URL {core_url!r} must look like http://host:port or https://host",
+        )
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def ws_url(core_url: str, path: str) -> str:
+    """``http`` is upgraded to ``ws`` and ``https`` to ``wss``, as the seed SDK does."""
+    base = http_base(core_url)
+    scheme, rest = base.split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+
+
+async def connect_ws(url: str, token: str, *, timeout: float) -> ClientConnection:
+    """Open an authenticated WebSocket; map every failure to an OperatorError with a code."""
+    try:
+        return await asyncio.wait_for(
+            websockets.connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {token}"},
+                max_size=MAX_INCOMING,
+                ping_interval=None,
+                close_timeout=2.0,
+                open_timeout=None,
+            ),
+            timeout,
+        )
+    except websockets.InvalidStatus as exc:
+        response = exc.response
+        detail = parse_error_body(bytes(response.body or b""))
+        if detail is not None:
+            raise OperatorError(detail.code, detail.message, exc) from None
+        raise OperatorError(
+            ClientErrorCode.CONNECTION_FAILED,
+            f"{url} refused the WebSocket: HTTP {response.status_code}",
+        ) from None
+    except TimeoutError as exc:
+        raise OperatorError(
+            ClientErrorCode.TIMEOUT, f"no answer from {url} within {timeout:.0f} s", exc
+        ) from None
+    except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        raise OperatorError(
+            ClientErrorCode.CONNECTION_FAILED, f"cannot connect to {url}: {exc}", exc
+        ) from None
