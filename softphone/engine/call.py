@@ -218,6 +218,7 @@ class Call:
             log.info("hangup request failed (%s); ending locally", exc.code)
         answered = self.answered_at is not None
         await self._finish(EndReason.HANGUP if answered else EndReason.CANCELLED, "hung up")
+        await self._ended.wait()
 
     async def mute(self, on: bool = True) -> None:
         """Send silence instead of the microphone (the microphone stays open)."""
@@ -277,9 +278,9 @@ class Call:
             self._media.start()
 
     async def _finish(self, reason: EndReason, message: str) -> None:
-        """End the call once: stop media, emit ``call_ended``. Later calls wait for that."""
+        """End the call once: stop media, emit ``call_ended``. Later calls return at once
+        (never wait here: the media leg's own task may be the one being stopped)."""
         if self._finishing:
-            await self._ended.wait()
             return
         self._finishing = True
         self._transition(CallState.ENDED)
@@ -495,13 +496,13 @@ class _MediaLeg:
                 await self.send_control(Ping(ts=time.monotonic()))
 
     async def stop(self) -> None:
+        """Stop sending and receiving, close the socket and the device. Does not wait for the
+        leg's tasks (one of them may be the caller); they end at their next await."""
         self._stopping = True
         current = asyncio.current_task()
         for task in (self._sender, self._task):
             if task is not None and task is not current and not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()

@@ -7,7 +7,6 @@ A code is never renamed or reused; new codes may be added in minor releases.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -85,12 +84,16 @@ ERROR_HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class ProtocolError(Exception):
     """A typed protocol violation or refusal: what went wrong, as a stable code and a sentence."""
 
-    code: ErrorCode
-    message: str
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.code.value!r}, {self.message!r})"

@@ -5,8 +5,8 @@ all integers big-endian::
 
     offset  size  field
     0       1     kind        0x01 = audio (other values are reserved)
-    1       1     flags       bit 0 = marker (first frame after a gap); other bits 0
-    2       2     sequence    +1 per frame sent on this leg, wraps 65535 -> 0
+    1       1     flags       bit 0 = marker (first frame sent on a newly opened leg); others 0
+    2       2     sequence    +1 per frame in this direction of the call, wraps 65535 -> 0
     4       4     timestamp   sample clock at 8 kHz of the first sample, +160 per frame, wraps
     8       160   payload     160 G.711 bytes (codec negotiated in media_ready)
 """

@@ -108,7 +108,7 @@ def decode_body(data: bytes, kind: type[T]) -> T:
         raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes")
     try:
         return msgspec.json.decode(data, type=kind)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid request body: {exc}") from None
 
 
@@ -132,5 +132,5 @@ def parse_error_body(data: bytes) -> ErrorDetail | None:
     """The error detail of a core's non-2xx answer, or None if the body is not one."""
     try:
         return msgspec.json.decode(data, type=ErrorBody).error
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None

@@ -20,11 +20,11 @@ from softphone.protocol.errors import ErrorCode, ProtocolError
 MAX_MESSAGE_BYTES: Final = 16 * 1024
 """Largest text frame either end accepts on any channel."""
 
-E164_PATTERN: Final = re.compile(r"^\+[1-9][0-9]{1,14}$")
-CALL_SID_PATTERN: Final = r"^CA[0-9a-f]{32}$"
-DTMF_PATTERN: Final = r"^[0-9A-D*#w]{1,64}$"
+E164_PATTERN: Final = re.compile(r"\+[1-9][0-9]{1,14}")
+CALL_SID_PATTERN: Final = r"^CA[0-9a-f]{32}\Z"
+DTMF_PATTERN: Final = r"^[0-9A-D*#w]{1,64}\Z"
 
-Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}\Z")]
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 CallSid = Annotated[str, msgspec.Meta(pattern=CALL_SID_PATTERN)]
 NumberText = Annotated[str, msgspec.Meta(max_length=32)]
@@ -72,7 +72,7 @@ class Codec(StrEnum):
 
 def validate_e164(number: str) -> str:
     """Return ``number`` if it is E.164 (``+`` then 2 to 15 digits), else raise INVALID_NUMBER."""
-    if not E164_PATTERN.match(number):
+    if not isinstance(number, str) or not E164_PATTERN.fullmatch(number):
         raise ProtocolError(
             ErrorCode.INVALID_NUMBER,
             f"{number!r} is not an E.164 number (a '+' then 2 to 15 digits, e.g. +15550100)",
@@ -366,7 +366,10 @@ def decode_message(
     Raises :class:`ProtocolError` with MESSAGE_TOO_LARGE, MALFORMED_MESSAGE,
     UNKNOWN_MESSAGE_TYPE or UNEXPECTED_MESSAGE; never anything else.
     """
-    raw = data.encode() if isinstance(data, str) else data
+    try:
+        raw = data.encode() if isinstance(data, str) else data
+    except UnicodeEncodeError:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "text is not valid Unicode") from None
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError(
             ErrorCode.MESSAGE_TOO_LARGE,
@@ -374,7 +377,7 @@ def decode_message(
         )
     try:
         envelope = _ENVELOPE.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         raise ProtocolError(
             ErrorCode.MALFORMED_MESSAGE, f"not a JSON object with a string 'type': {exc}"
         ) from None
@@ -391,7 +394,7 @@ def decode_message(
         )
     try:
         message: Message = _DECODERS[cls].decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         raise ProtocolError(
             ErrorCode.MALFORMED_MESSAGE, f"invalid {envelope.type!r}: {exc}"
         ) from None
@@ -402,7 +405,7 @@ def request_id_of(data: str | bytes) -> str | None:
     """Best-effort ``id`` of a message that failed validation, so the error can reply to it."""
     try:
         value = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     if isinstance(value, dict):
         rid = value.get("id")

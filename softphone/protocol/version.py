@@ -16,7 +16,7 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 API_PREFIX = f"/v{PROTOCOL_VERSION}"
 
-_VERSION_PATH = re.compile(r"^/v(\d+)(/|$)")
+_VERSION_PATH = re.compile(r"^/v(\d+)(/|\Z)")
 
 
 def check_version(version: int) -> None:

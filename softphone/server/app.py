@@ -175,9 +175,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     except web.HTTPException as exc:
-        if exc.status == 405:
-            return error_response(ErrorCode.NOT_FOUND, f"{request.method} is not allowed here")
-        raise
+        # aiohttp's own refusals (413 body too large, 405, 400 for a GET without Upgrade on a
+        # WebSocket path...) get the same JSON error body as everything else.
+        if exc.status < 400:
+            raise
+        code = {
+            404: ErrorCode.NOT_FOUND,
+            405: ErrorCode.NOT_FOUND,
+            413: ErrorCode.MESSAGE_TOO_LARGE,
+        }.get(exc.status, ErrorCode.BAD_REQUEST)
+        return web.Response(
+            status=exc.status,
+            body=api.error_body(code, exc.text or exc.reason),
+            content_type="application/json",
+        )
     except Exception:
         log.exception("request %s %s failed", request.method, request.path)
         return error_response(ErrorCode.INTERNAL_ERROR, "internal error")
@@ -546,11 +557,15 @@ class CoreServer:
         elif isinstance(message, Hangup):
             claims = peer.claims
             assert claims is not None
-            await peer.send(Ack(reply_to=message.id))
             await self.core.hangup(claims, message.call_sid)
+            await peer.send(Ack(reply_to=message.id))
         elif isinstance(message, UpdateToken):
             leg.claims = self._replace_token(peer, message)
             await peer.send(Ack(reply_to=message.id))
+        else:
+            raise ProtocolError(
+                ErrorCode.UNEXPECTED_MESSAGE, f"{type(message).__name__} is not valid here"
+            )
 
     async def _read_loop(
         self,

@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= opts.port <= 65535:
         print(f"audin-core: error: --port {opts.port} is not a TCP port", file=sys.stderr)
         return EXIT_USAGE
-    if opts.token_ttl < 10:
-        print("audin-core: error: --token-ttl must be at least 10 seconds", file=sys.stderr)
+    if not 10 <= opts.token_ttl <= 86400:
+        print("audin-core: error: --token-ttl must be 10 to 86400 seconds", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(opts.log_level)
     config = CoreConfig(

@@ -360,6 +360,7 @@ class Core:
                 EndReason.REJECTED,
                 f"rejected by {session.claims.display_name}",
                 others=EndReason.CANCELLED,
+                by={session},
             )
         await self._send(session, Ack(reply_to=msg.id))
 
@@ -380,6 +381,7 @@ class Core:
                 EndReason.REJECTED,
                 f"rejected by {claims.display_name}",
                 others=EndReason.CANCELLED,
+                by=set(offered_to),
             )
             return
         raise ProtocolError(ErrorCode.CALL_NOT_FOUND, "no such call for this operator")
@@ -513,7 +515,7 @@ class Core:
         if leg is None or leg.peer.closed:
             return
         frame = encode_audio_frame(
-            call.out_sequence, call.out_timestamp, payload, marker=call.out_sequence == 0
+            call.out_sequence, call.out_timestamp, payload, marker=leg.frames_out == 0
         )
         call.out_sequence = (call.out_sequence + 1) & 0xFFFF
         call.out_timestamp = (call.out_timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
@@ -560,9 +562,11 @@ class Core:
         message: str,
         *,
         others: EndReason | None = None,
+        by: set[OperatorSession] | None = None,
     ) -> None:
-        """End ``call``: tell the owner (``reason``) and any other offered operator (``others``
-        or ``reason``), close the media leg, store the record. Idempotent."""
+        """End ``call``: tell the owner and the sessions in ``by`` (``reason``) and any other
+        offered operator (``others`` or ``reason``), close the media leg, store the record.
+        Idempotent."""
         if call.status == CallStatus.COMPLETED:
             return
         self._transition(call, CallStatus.COMPLETED)
@@ -586,8 +590,14 @@ class Core:
         other_reason = others or reason
         for session in list(call.offered):
             if session is not call.owner:
+                mine = by is not None and session in by
                 await self._send(
-                    session, CallEnded(call_sid=call.sid, reason=other_reason, message=message)
+                    session,
+                    CallEnded(
+                        call_sid=call.sid,
+                        reason=reason if mine else other_reason,
+                        message=message,
+                    ),
                 )
         call.offered.clear()
         leg = call.media

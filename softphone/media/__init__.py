@@ -1,0 +1,39 @@
+"""Audio for the softphone: G.711, frame queues, audio devices; no asyncio and no sockets in here.
+
+Everything is 8000 Hz mono ``int16`` in 20 ms frames of 160 samples. Devices run their own
+clock thread; the engine (an asyncio loop elsewhere) exchanges frames with them through
+the non-blocking :class:`FrameQueue` / :class:`PlayoutBuffer` on ``AudioDevice.capture`` /
+``AudioDevice.playback``. This package does not import ``softphone.protocol``.
+"""
+
+from softphone.media.buffers import FrameQueue, PlayoutBuffer
+from softphone.media.device import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioDevice,
+    AudioDeviceError,
+    AudioErrorCode,
+    DeviceStats,
+    NullAudioDevice,
+)
+from softphone.media.filedevice import FileAudioDevice
+from softphone.media.g711 import decode_mulaw, encode_mulaw
+from softphone.media.resample import resample_linear
+
+__all__ = [
+    "FRAME_MS",
+    "FRAME_SAMPLES",
+    "SAMPLE_RATE",
+    "AudioDevice",
+    "AudioDeviceError",
+    "AudioErrorCode",
+    "DeviceStats",
+    "FileAudioDevice",
+    "FrameQueue",
+    "NullAudioDevice",
+    "PlayoutBuffer",
+    "decode_mulaw",
+    "encode_mulaw",
+    "resample_linear",
+]
