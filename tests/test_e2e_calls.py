@@ -333,3 +333,23 @@ async def test_health_endpoint(core: CoreServer) -> None:
         response = await client.get(core.url + "/v1/health")
     assert response.status_code == 200
     assert response.json()["protocol"] == 1
+
+
+async def test_leaving_a_number_withdraws_its_ringing_offer(core: CoreServer) -> None:
+    a = sandbox_operator(core.url, "op-a")
+    log = EventLog(a)
+    try:
+        await a.go_online(["pn_15550150"])
+        await core.core.place_inbound("+15551230006", LINE_A, {})
+        call = await log.wait_for("incoming_call")
+        await a.go_online(["pn_15550151"])
+        assert await log.wait_for("call_ended") is call
+        assert call.end_reason == EndReason.CANCELLED
+        assert LINE_A in call.end_message
+        # Coming back online on the number offers the still-ringing call again.
+        await a.go_online(["pn_15550150"])
+        again = await log.wait_for("incoming_call", count=2)
+        assert again.call_sid == call.call_sid
+        assert again is not call
+    finally:
+        await a.close()

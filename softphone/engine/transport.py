@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
@@ -13,6 +14,27 @@ from softphone.protocol import FRAME_BYTES, MAX_MESSAGE_BYTES
 from softphone.protocol.http import parse_error_body
 
 MAX_INCOMING = max(MAX_MESSAGE_BYTES, FRAME_BYTES) * 4
+
+
+class RedactAuthorization(logging.Filter):
+    """Hide the value of an ``Authorization`` header in websockets' debug log of a handshake
+    (it logs every request header as ``"> %s: %s"``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2:
+            if any(isinstance(a, str) and a.lower() == "authorization" for a in args):
+                record.args = tuple(
+                    "<redacted>" if i > 0 and str(args[i - 1]).lower() == "authorization" else a
+                    for i, a in enumerate(args)
+                )
+        elif isinstance(record.msg, str) and "bearer " in record.msg.lower():
+            record.msg = record.msg[: record.msg.lower().index("bearer ")] + "Bearer <redacted>"
+        return True
+
+
+ws_logger = logging.getLogger("audin.sdk.websocket")
+ws_logger.addFilter(RedactAuthorization())
 
 
 def http_base(core_url: str) -> str:
@@ -45,6 +67,7 @@ async def connect_ws(url: str, token: str, *, timeout: float) -> ClientConnectio
                 ping_interval=None,
                 close_timeout=2.0,
                 open_timeout=None,
+                logger=ws_logger,
             ),
             timeout,
         )

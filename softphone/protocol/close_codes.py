@@ -7,13 +7,15 @@ from enum import IntEnum
 
 class CloseCode(IntEnum):
     NORMAL = 1000
-    """Orderly close by either side (client going offline, media leg after its call ended)."""
+    """Orderly close by either side (e.g. the client going offline)."""
     GOING_AWAY = 1001
     """The core is shutting down; clients reconnect with backoff."""
+    MESSAGE_TOO_BIG = 1009
+    """A WebSocket frame exceeded 64 KiB (RFC 6455); no ``error`` precedes it."""
     PROTOCOL_ERROR = 4000
     """The first message was not a valid ``hello``, or too many invalid messages in a row."""
     UNAUTHORIZED = 4001
-    """The session token expired (and was not replaced with ``update_token``) or was revoked."""
+    """The session token expired and was not replaced with ``update_token``."""
     UNSUPPORTED_VERSION = 4002
     """``hello`` named a protocol version the core does not speak."""
     HEARTBEAT_TIMEOUT = 4008

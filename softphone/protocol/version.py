@@ -2,8 +2,8 @@
 
 The major version is carried twice: in every URL path (``/v1/...``) and in the
 ``hello`` message that opens every WebSocket. A peer that meets another version answers
-with ``UNSUPPORTED_VERSION`` (HTTP 400 body or ``error`` message plus close code 4002)
-and lists the versions it supports, so the other side can say something useful.
+with ``UNSUPPORTED_VERSION`` (HTTP 400 body with ``supportedVersions``, or an ``error``
+message naming them plus close code 4002), so the other side can say something useful.
 """
 
 from __future__ import annotations

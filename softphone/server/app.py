@@ -436,8 +436,9 @@ class CoreServer:
 
     async def _open_ws(
         self, request: web.Request, channel: Channel, claims: Claims
-    ) -> tuple[WsPeer, Hello] | None:
-        """Upgrade, then wait for a valid ``hello``; on failure send an error and close."""
+    ) -> tuple[WsPeer, Hello | None]:
+        """Upgrade, then wait for a valid ``hello``; on failure send an error, close, and
+        return no hello (the handler then returns the closed WebSocket response)."""
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None)
         await ws.prepare(request)
         peer = WsPeer(ws, channel)
@@ -449,7 +450,7 @@ class CoreServer:
             await peer.fail(
                 ErrorCode.UNEXPECTED_MESSAGE, "no hello within 10 s", CloseCode.PROTOCOL_ERROR
             )
-            return None
+            return peer, None
         if first.type != aiohttp.WSMsgType.TEXT:
             if first.type == aiohttp.WSMsgType.BINARY:
                 await peer.fail(
@@ -457,7 +458,7 @@ class CoreServer:
                     "the first message must be hello",
                     CloseCode.PROTOCOL_ERROR,
                 )
-            return None
+            return peer, None
         try:
             hello = decode_message(first.data, channel=channel, sender="client")
             if not isinstance(hello, Hello):
@@ -470,7 +471,7 @@ class CoreServer:
                 else CloseCode.PROTOCOL_ERROR
             )
             await peer.fail(exc.code, exc.message, close)
-            return None
+            return peer, None
         peer.heartbeat_interval = hello.heartbeat_interval
         peer.last_rx = time.monotonic()
         self._peers.add(peer)
@@ -478,10 +479,9 @@ class CoreServer:
 
     async def presence(self, request: web.Request) -> web.StreamResponse:
         claims = self._claims(request)
-        opened = await self._open_ws(request, Channel.PRESENCE, claims)
-        if opened is None:
-            return web.Response()
-        peer, hello = opened
+        peer, hello = await self._open_ws(request, Channel.PRESENCE, claims)
+        if hello is None:
+            return peer.ws
         session = self.core.open_session(claims, peer, hello.heartbeat_interval)
         try:
             await peer.send(
@@ -517,6 +517,8 @@ class CoreServer:
 
     def _replace_token(self, peer: WsPeer, message: UpdateToken) -> Claims:
         claims = self.tokens.verify(message.token)
+        if not self.store.account_exists(claims.account_id):
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "the token's account no longer exists")
         old = peer.claims
         assert old is not None
         if (claims.account_id, claims.operator_ref) != (old.account_id, old.operator_ref):
@@ -528,10 +530,9 @@ class CoreServer:
     async def media(self, request: web.Request) -> web.StreamResponse:
         claims = self._claims(request)
         call = self.core.check_media_access(claims, request.match_info["call_sid"])
-        opened = await self._open_ws(request, Channel.MEDIA, claims)
-        if opened is None:
-            return web.Response()
-        peer, _hello = opened
+        peer, hello = await self._open_ws(request, Channel.MEDIA, claims)
+        if hello is None:
+            return peer.ws
         leg: MediaLeg | None = None
         try:
             leg = await self.core.attach_media(call, claims, peer)

@@ -262,10 +262,18 @@ class Core:
                 and session not in call.offered
             ):
                 await self._offer(call, session)
-        # Offers on numbers the operator left are no longer its business.
+        # Offers on numbers the operator left are withdrawn from it.
         for call in list(self.calls.values()):
             if session in call.offered and call.phone_number_id not in session.availability:
                 call.offered.discard(session)
+                await self._send(
+                    session,
+                    CallEnded(
+                        call_sid=call.sid,
+                        reason=EndReason.CANCELLED,
+                        message=f"no longer online on {call.to}",
+                    ),
+                )
 
     async def _dial(self, session: OperatorSession, msg: Dial) -> None:
         claims = session.claims
