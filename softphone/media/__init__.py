@@ -20,6 +20,7 @@ from softphone.media.device import (
 from softphone.media.filedevice import FileAudioDevice
 from softphone.media.g711 import decode_mulaw, encode_mulaw
 from softphone.media.resample import resample_linear
+from softphone.media.resampler import Resampler
 
 __all__ = [
     "FRAME_MS",
@@ -33,6 +34,7 @@ __all__ = [
     "FrameQueue",
     "NullAudioDevice",
     "PlayoutBuffer",
+    "Resampler",
     "decode_mulaw",
     "encode_mulaw",
     "resample_linear",
