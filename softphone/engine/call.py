@@ -427,7 +427,9 @@ class _MediaLeg:
                     self.frames_received += 1
                     device = self._device
                     if device is not None:
-                        device.write_frame(decode_mulaw(frame.payload))
+                        device.write_frame(
+                            decode_mulaw(frame.payload), frame.sequence, frame.timestamp
+                        )
                     continue
                 try:
                     message = decode_message(raw, channel=Channel.MEDIA, sender="core")

@@ -2,7 +2,7 @@
 
 Everything is 8000 Hz mono ``int16`` in 20 ms frames of 160 samples. Devices run their own
 clock thread; the engine (an asyncio loop elsewhere) exchanges frames with them through
-the non-blocking :class:`FrameQueue` / :class:`PlayoutBuffer` on ``AudioDevice.capture`` /
+the non-blocking :class:`FrameQueue` / :class:`JitterBuffer` on ``AudioDevice.capture`` /
 ``AudioDevice.playback``. This package does not import ``softphone.protocol``.
 """
 
@@ -19,6 +19,7 @@ from softphone.media.device import (
 )
 from softphone.media.filedevice import FileAudioDevice
 from softphone.media.g711 import decode_mulaw, encode_mulaw
+from softphone.media.jitter import JitterBuffer, JitterStats
 from softphone.media.resample import resample_linear
 from softphone.media.resampler import Resampler
 
@@ -32,6 +33,8 @@ __all__ = [
     "DeviceStats",
     "FileAudioDevice",
     "FrameQueue",
+    "JitterBuffer",
+    "JitterStats",
     "NullAudioDevice",
     "PlayoutBuffer",
     "Resampler",

@@ -27,6 +27,7 @@ import abc
 import enum
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -35,7 +36,8 @@ from typing import Final, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from softphone.media.buffers import FrameQueue, PlayoutBuffer
+from softphone.media.buffers import FrameQueue
+from softphone.media.jitter import JitterBuffer
 
 __all__ = [
     "FRAME_MS",
@@ -87,8 +89,16 @@ class DeviceStats:
     frames_played: int  # real frames taken from ``playback`` (silence fill not counted)
     capture_dropped: int  # captured frames discarded because the engine fell 1 s behind
     playback_underruns: int  # times playout ran dry after it had started
-    playback_dropped: int  # received frames discarded because ``playback`` was full
+    playback_dropped: int  # received frames discarded (overflow, catch-up after a stall)
     late_ticks: int = 0  # ticks skipped by a clock that fell too far behind (see subclasses)
+    playback_late: int = 0  # frames that arrived after their playout slot
+    playback_lost: int = 0  # frames that never arrived (sequence gaps)
+    playback_concealed: int = 0  # frames synthesised by loss concealment
+    playback_delay_ms: float = 0.0  # audio buffered for playout now
+    playback_target_ms: float = 0.0  # the jitter buffer's adaptive target delay
+    playback_jitter_ms: float = 0.0  # RFC 3550 interarrival jitter of received frames
+    input_overflows: int = 0  # PortAudio input overflow flags (real devices)
+    output_underflows: int = 0  # PortAudio output underflow flags (real devices)
 
 
 class _State(enum.Enum):
@@ -103,15 +113,29 @@ class AudioDevice(abc.ABC):
     ``capture``: the device thread pushes captured frames (capacity 50 frames = 1 s; the
     oldest are dropped if the engine does not keep up). ``playback``: the engine pushes
     frames to play, the device thread pops one per tick (silence when empty; see
-    :class:`PlayoutBuffer`).
+    :class:`~softphone.media.jitter.JitterBuffer`).
     """
 
-    def __init__(self, *, prefill_frames: int = 2, playback_capacity_frames: int = 25) -> None:
+    def __init__(
+        self,
+        *,
+        prefill_frames: int = 2,
+        playback_capacity_frames: int = 25,
+        fixed_delay: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.capture = FrameQueue(CAPTURE_CAPACITY_FRAMES)
-        self.playback = PlayoutBuffer(
-            prefill_frames, playback_capacity_frames, frame_samples=FRAME_SAMPLES
+        self.playback = JitterBuffer(
+            frame_samples=FRAME_SAMPLES,
+            frame_ms=FRAME_MS,
+            start_delay_ms=max(prefill_frames, 1) * FRAME_MS,
+            min_delay_ms=max(prefill_frames, 1) * FRAME_MS if fixed_delay else FRAME_MS,
+            max_delay_ms=min(max(playback_capacity_frames, 2) * FRAME_MS, 200),
+            clock=clock or time.monotonic,
         )
         self.late_ticks = 0
+        self.input_overflows = 0
+        self.output_underflows = 0
         self._error: AudioDeviceError | None = None
         self._state = _State.NEW
         self._state_lock = threading.Lock()
@@ -153,18 +177,30 @@ class AudioDevice(abc.ABC):
         """
         return self.capture.pop()
 
-    def write_frame(self, pcm: NDArray[np.int16]) -> None:
-        """Queue one 160-sample ``int16`` frame for playout. Never blocks."""
-        self.playback.push(pcm)
+    def write_frame(
+        self, pcm: NDArray[np.int16], sequence: int | None = None, timestamp: int | None = None
+    ) -> None:
+        """Queue one 160-sample ``int16`` frame for playout (into the jitter buffer, which
+        orders by ``sequence`` and adapts its delay to the arrival jitter). Never blocks."""
+        self.playback.push(pcm, sequence, timestamp)
 
     def stats(self) -> DeviceStats:
+        jb = self.playback.stats()
         return DeviceStats(
             frames_captured=self.capture.pushed,
-            frames_played=self.playback.played,
+            frames_played=jb.played,
             capture_dropped=self.capture.dropped,
-            playback_underruns=self.playback.underruns,
-            playback_dropped=self.playback.dropped,
+            playback_underruns=jb.underruns,
+            playback_dropped=jb.dropped,
             late_ticks=self.late_ticks,
+            playback_late=jb.late,
+            playback_lost=jb.lost,
+            playback_concealed=jb.concealed,
+            playback_delay_ms=jb.current_delay_ms,
+            playback_target_ms=jb.target_delay_ms,
+            playback_jitter_ms=jb.jitter_ms,
+            input_overflows=self.input_overflows,
+            output_underflows=self.output_underflows,
         )
 
     def __enter__(self) -> Self:
@@ -227,9 +263,15 @@ class ClockedAudioDevice(AudioDevice):
         realtime: bool = True,
         prefill_frames: int = 2,
         playback_capacity_frames: int = 25,
+        fixed_delay: bool = False,
     ) -> None:
+        # Without real-time pacing (and with ``advance``) arrivals must be timed by the device's
+        # own tick count, or the jitter buffer would read instant ticks as huge jitter.
         super().__init__(
-            prefill_frames=prefill_frames, playback_capacity_frames=playback_capacity_frames
+            prefill_frames=prefill_frames,
+            playback_capacity_frames=playback_capacity_frames,
+            fixed_delay=fixed_delay,
+            clock=None if realtime else (lambda: self.ticks * FRAME_MS / 1000),
         )
         self.realtime = realtime
         self.ticks = 0
@@ -311,11 +353,13 @@ class NullAudioDevice(ClockedAudioDevice):
         realtime: bool = True,
         prefill_frames: int = 2,
         playback_capacity_frames: int = 25,
+        fixed_delay: bool = False,
     ) -> None:
         super().__init__(
             realtime=realtime,
             prefill_frames=prefill_frames,
             playback_capacity_frames=playback_capacity_frames,
+            fixed_delay=fixed_delay,
         )
         silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         silence.flags.writeable = False

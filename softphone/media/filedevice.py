@@ -140,11 +140,13 @@ class FileAudioDevice(ClockedAudioDevice):
         realtime: bool = True,
         prefill_frames: int = 2,
         playback_capacity_frames: int = 25,
+        fixed_delay: bool = False,
     ) -> None:
         super().__init__(
             realtime=realtime,
             prefill_frames=prefill_frames,
             playback_capacity_frames=playback_capacity_frames,
+            fixed_delay=fixed_delay,
         )
         self.play_path = None if play is None else os.fspath(play)
         self.record_path = None if record is None else os.fspath(record)
