@@ -20,8 +20,27 @@ from softphone.media.device import (
 from softphone.media.filedevice import FileAudioDevice
 from softphone.media.g711 import decode_mulaw, encode_mulaw
 from softphone.media.jitter import JitterBuffer, JitterStats
+from softphone.media.levels import (
+    FlatInputDetector,
+    LevelMeter,
+    LevelSlot,
+    SpeakingWhileMuted,
+    frame_level,
+)
+from softphone.media.processing import AudioProcessingUnavailable, AudioProcessor, ProcessorStats
 from softphone.media.resample import resample_linear
 from softphone.media.resampler import Resampler
+from softphone.media.tones import (
+    Sound,
+    SoundMixer,
+    busy_tone,
+    dtmf_sequence,
+    dtmf_sound,
+    dtmf_tone,
+    ringback,
+    ringtone,
+    test_tone,
+)
 
 __all__ = [
     "FRAME_MS",
@@ -30,15 +49,32 @@ __all__ = [
     "AudioDevice",
     "AudioDeviceError",
     "AudioErrorCode",
+    "AudioProcessingUnavailable",
+    "AudioProcessor",
     "DeviceStats",
     "FileAudioDevice",
+    "FlatInputDetector",
     "FrameQueue",
     "JitterBuffer",
     "JitterStats",
+    "LevelMeter",
+    "LevelSlot",
     "NullAudioDevice",
     "PlayoutBuffer",
+    "ProcessorStats",
     "Resampler",
+    "Sound",
+    "SoundMixer",
+    "SpeakingWhileMuted",
+    "busy_tone",
     "decode_mulaw",
+    "dtmf_sequence",
+    "dtmf_sound",
+    "dtmf_tone",
     "encode_mulaw",
+    "frame_level",
     "resample_linear",
+    "ringback",
+    "ringtone",
+    "test_tone",
 ]

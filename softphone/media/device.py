@@ -37,7 +37,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from softphone.media.buffers import FrameQueue
+from softphone.media.constants import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from softphone.media.jitter import JitterBuffer
+from softphone.media.levels import LevelSlot, frame_level
+from softphone.media.tones import SoundMixer
 
 __all__ = [
     "FRAME_MS",
@@ -51,9 +54,6 @@ __all__ = [
     "NullAudioDevice",
 ]
 
-SAMPLE_RATE: Final = 8000
-FRAME_MS: Final = 20
-FRAME_SAMPLES: Final = SAMPLE_RATE * FRAME_MS // 1000  # 160
 
 CAPTURE_CAPACITY_FRAMES: Final = 50  # 1 s of captured audio waiting for the engine
 STOP_JOIN_TIMEOUT: Final = 2.0  # seconds stop() waits for a device thread to end
@@ -133,6 +133,10 @@ class AudioDevice(abc.ABC):
             max_delay_ms=min(max(playback_capacity_frames, 2) * FRAME_MS, 200),
             clock=clock or time.monotonic,
         )
+        self.mixer = SoundMixer(frame_samples=FRAME_SAMPLES)
+        """Local sounds (ringback, DTMF feedback, tests) mixed into what is played."""
+        self.levels = LevelSlot()
+        """Input level (before mute) and output level (after mixing), 0..1, per tick."""
         self.late_ticks = 0
         self.input_overflows = 0
         self.output_underflows = 0
@@ -231,9 +235,13 @@ class AudioDevice(abc.ABC):
         """
 
     def _exchange_frame(self, captured: NDArray[np.int16]) -> NDArray[np.int16]:
-        """One device tick: hand over the captured frame, return the frame to play now."""
+        """One device tick: hand over the captured frame, return the frame to play now
+        (far-end audio from the jitter buffer with local sounds mixed in); update levels."""
+        self.levels.write_input(frame_level(captured))
         self.capture.push(captured)
-        return self.playback.pop()
+        out = self.mixer.mix(self.playback.pop())
+        self.levels.write_output(frame_level(out))
+        return out
 
     def _fail(self, message: str, code: str = AudioErrorCode.AUDIO_DEVICE_FAILED) -> None:
         """Record a failure of the device thread (first one wins). Does not log."""
