@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from softphone.engine import Call, Operator, OperatorError, token_url_provider
-from softphone.media import AudioDevice, AudioDeviceError, FileAudioDevice, NullAudioDevice
+from softphone.engine.audio import AudioManager, AudioSettings
+from softphone.media import AudioDeviceError, FileAudioDevice
 from softphone.protocol import EndReason, ProtocolError, validate_e164
 
 EXIT_OK = 0
@@ -74,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--play", type=Path, help="WAV (16-bit, 8 kHz) to stream as the microphone")
     c.add_argument("--record", type=Path, help="WAV to write with what the far end sends")
+    c.add_argument(
+        "--audio",
+        choices=["none", "device"],
+        default="none",
+        help="without --play/--record: 'device' talks through the sound card (default: none)",
+    )
+    c.add_argument("--input", help="microphone for --audio device (index or name)")
+    c.add_argument("--output", help="speaker for --audio device (index or name)")
     c.add_argument(
         "--seconds",
         type=float,
@@ -144,10 +153,21 @@ async def _core(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, dict[
     yield args.core_url, args.token_url, headers
 
 
-def _device(args: argparse.Namespace) -> AudioDevice:
-    if args.play is None and args.record is None:
-        return NullAudioDevice()
-    return FileAudioDevice(args.play, args.record)
+def _audio(args: argparse.Namespace) -> tuple[AudioManager, FileAudioDevice | None]:
+    """The call's audio: WAV files, the sound card, or nothing (silence)."""
+    if args.play is not None or args.record is not None:
+        device = FileAudioDevice(args.play, args.record)
+        return AudioManager(device_factory=lambda _call: device), device
+    if args.audio == "device":
+        settings = AudioSettings(input=_spec(args.input), output=_spec(args.output))
+        return AudioManager(backend="pyaudio", settings=settings), None
+    return AudioManager(backend="null"), None
+
+
+def _spec(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
 
 
 async def run_call(args: argparse.Namespace) -> tuple[int, CallSummary]:
@@ -157,12 +177,10 @@ async def run_call(args: argparse.Namespace) -> tuple[int, CallSummary]:
             validate_e164(args.caller_id)
     except ProtocolError as exc:
         raise UsageError(exc.message) from None
-    device = _device(args)  # validates the WAV files before anything goes on the wire
+    audio, device = _audio(args)  # validates the WAV files before anything goes on the wire
     summary = CallSummary(None, None, args.number, False, None, "", 0.0, 0, 0, 0, None, None)
     async with _core(args) as (core_url, token_url, headers):
-        operator = Operator(
-            core_url, token_url_provider(token_url, headers=headers), audio=lambda _c: device
-        )
+        operator = Operator(core_url, token_url_provider(token_url, headers=headers), audio=audio)
         if args.verbose:
             for name in ("presence_state_changed", "availability_changed", "call_started"):
                 operator.on(name, lambda v, n=name: print(f"event {n}: {v}", file=sys.stderr))
@@ -196,9 +214,9 @@ async def run_call(args: argparse.Namespace) -> tuple[int, CallSummary]:
     return code, summary
 
 
-async def _talk(call: Call, args: argparse.Namespace, device: AudioDevice) -> None:
+async def _talk(call: Call, args: argparse.Namespace, device: FileAudioDevice | None) -> None:
     seconds = args.seconds
-    if seconds is None and isinstance(device, FileAudioDevice) and device.play_duration > 0:
+    if seconds is None and device is not None and device.play_duration > 0:
         seconds = device.play_duration + 1.0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -103,7 +103,9 @@ def core_process(tmp_path: Path) -> Iterator[CoreProcess]:
 
 
 def sandbox_operator(url: str, operator_ref: str = "op-1", **kwargs: Any) -> Operator:
-    """An Operator whose tokens come from the sandbox token endpoint."""
+    """An Operator whose tokens come from the sandbox token endpoint (silent audio device
+    unless ``audio=`` is given: tests never touch the machine's sound card by accident)."""
+    kwargs.setdefault("audio", "null")
     return Operator(
         url,
         token_url_provider(

@@ -1140,7 +1140,7 @@ async def test_sdk_list_numbers_with_forged_token_retries_once_then_unauthorized
 ) -> None:
     forged = forge_other_secret(core, await sandbox_token(core.url))
     get_token = CountingGetToken(lambda: forged)
-    operator = Operator(core.url, get_token, request_timeout=TIMEOUT)
+    operator = Operator(core.url, get_token, request_timeout=TIMEOUT, audio="null")
     try:
         with pytest.raises(OperatorError) as info:
             await operator.list_phone_numbers()
@@ -1158,7 +1158,9 @@ async def test_sdk_go_online_with_forged_token_fails_and_returns_offline(
 ) -> None:
     forged = forge_tampered_payload(core, await sandbox_token(core.url))
     get_token = CountingGetToken(lambda: {"token": forged, "expiresAt": "2099-01-01T00:00:00Z"})
-    operator = Operator(core.url, get_token, request_timeout=TIMEOUT, reconnect_backoff=(0.05,))
+    operator = Operator(
+        core.url, get_token, request_timeout=TIMEOUT, audio="null", reconnect_backoff=(0.05,)
+    )
     events = EventLog(operator)
     try:
         with pytest.raises(OperatorError) as info:
@@ -1182,7 +1184,9 @@ async def test_sdk_go_online_with_expired_token_fails_with_token_expired(
     core: CoreServer,
 ) -> None:
     expired = await _expired_token(core)
-    operator = Operator(core.url, CountingGetToken(lambda: expired), request_timeout=TIMEOUT)
+    operator = Operator(
+        core.url, CountingGetToken(lambda: expired), request_timeout=TIMEOUT, audio="null"
+    )
     try:
         with pytest.raises(OperatorError) as info:
             await operator.go_online([SANDBOX_LINE])
@@ -1198,7 +1202,7 @@ async def test_sdk_get_token_failure_is_token_fetch_failed(core: CoreServer) -> 
         raise RuntimeError("token backend is down")
 
     get_token = CountingGetToken(boom)
-    operator = Operator(core.url, get_token, request_timeout=TIMEOUT)
+    operator = Operator(core.url, get_token, request_timeout=TIMEOUT, audio="null")
     events = EventLog(operator)
     try:
         with pytest.raises(OperatorError) as info:
@@ -1225,7 +1229,9 @@ async def test_sdk_get_token_failure_is_token_fetch_failed(core: CoreServer) -> 
 async def test_sdk_get_token_with_unusable_result_is_token_fetch_failed(
     core: CoreServer, result: object
 ) -> None:
-    operator = Operator(core.url, CountingGetToken(lambda: result), request_timeout=TIMEOUT)
+    operator = Operator(
+        core.url, CountingGetToken(lambda: result), request_timeout=TIMEOUT, audio="null"
+    )
     try:
         with pytest.raises(OperatorError) as info:
             await operator.go_online([SANDBOX_LINE])
@@ -1250,7 +1256,9 @@ async def test_sdk_never_shows_the_raw_token(
         assert raw not in repr(value)
         assert raw not in f"{value}"
         assert raw not in f"{[value]}"
-    operator = Operator(core.url, CountingGetToken(lambda: body), request_timeout=TIMEOUT)
+    operator = Operator(
+        core.url, CountingGetToken(lambda: body), request_timeout=TIMEOUT, audio="null"
+    )
     try:
         result = await operator.go_online([SANDBOX_LINE])
         assert result.accepted == (SANDBOX_LINE,)

@@ -10,18 +10,19 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from softphone.engine.errors import ClientErrorCode, OperatorError
+from softphone.engine.events import EventEmitter
 from softphone.engine.states import CALL_TRANSITIONS, CallState, InvalidTransition, StateMachine
 from softphone.media import (
     AudioDevice,
-    AudioDeviceError,
-    NullAudioDevice,
+    SpeakingWhileMuted,
     decode_mulaw,
+    dtmf_sound,
     encode_mulaw,
 )
 from softphone.protocol import (
@@ -54,11 +55,23 @@ log = logging.getLogger("audin.sdk.call")
 
 CallDirection = Direction
 AudioFactory = Callable[["Call"], AudioDevice]
+CallEvent = Literal[
+    "ringing",
+    "accepted",
+    "muted",
+    "volume",
+    "warning",
+    "warning_cleared",
+    "reconnecting",
+    "reconnected",
+    "disconnected",
+]
 
 _DTMF: Final = re.compile(r"^[0-9A-D*#]$")
 _MULAW_SILENCE: Final = b"\xff" * PAYLOAD_BYTES
 _SEND_TICK: Final = 0.010
 _PING_EVERY: Final = 1.0
+_LEVEL_EVERY: Final = 0.050
 _MEDIA_RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 
@@ -111,12 +124,42 @@ class Call:
         self._finishing = False
         self._started = asyncio.Event()
         self._media: _MediaLeg | None = None
+        self._events = EventEmitter(log)
+        self.warnings: set[str] = set()
 
     def __repr__(self) -> str:
         return (
             f"Call({self.call_sid}, {self.direction.value}, {self.from_} -> {self.to},"
             f" {self.state.value})"
         )
+
+    # ------------------------------------------------------------------ events
+
+    def on(self, event: CallEvent, listener: Callable[..., Any]) -> Callable[[], None]:
+        """Subscribe to a call event; returns a callable that unsubscribes.
+
+        ``ringing`` (has_early_media), ``accepted``, ``muted`` (muted), ``volume`` (input,
+        output levels 0..1, every 50 ms), ``warning`` / ``warning_cleared`` (name),
+        ``reconnecting``, ``reconnected``, ``disconnected``.
+        """
+        return self._events.on(event, listener)
+
+    def once(self, event: CallEvent, listener: Callable[..., Any]) -> Callable[[], None]:
+        return self._events.once(event, listener)
+
+    def off(self, event: CallEvent, listener: Callable[..., Any]) -> None:
+        self._events.off(event, listener)
+
+    def _emit(self, event: CallEvent, *args: Any) -> None:
+        self._events.emit(event, *args)
+
+    def _set_warning(self, name: str, active: bool) -> None:
+        if active and name not in self.warnings:
+            self.warnings.add(name)
+            self._emit("warning", name)
+        elif not active and name in self.warnings:
+            self.warnings.discard(name)
+            self._emit("warning_cleared", name)
 
     # ------------------------------------------------------------------ accessors
 
@@ -222,10 +265,15 @@ class Call:
 
     async def mute(self, on: bool = True) -> None:
         """Send silence instead of the microphone (the microphone stays open)."""
+        changed = self._muted != bool(on)
         self._muted = bool(on)
         leg = self._media
         if leg is not None:
             await leg.send_control(Mute(muted=self._muted))
+        if changed:
+            self._emit("muted", self._muted)
+            if not self._muted:
+                self._set_warning("speaking-while-muted", False)
 
     async def send_dtmf(self, digit: str) -> None:
         """Send one DTMF digit ("0"-"9", "*", "#", "A"-"D") to the far end."""
@@ -237,6 +285,7 @@ class Call:
         if self.state != CallState.ACTIVE or leg is None:
             raise OperatorError(ClientErrorCode.INVALID_STATE, "DTMF needs an active call")
         await leg.send_control(Dtmf(digits=digit))
+        leg.play_locally(digit)
 
     # ------------------------------------------------------------------ driven by the operator
 
@@ -248,9 +297,11 @@ class Call:
             return False
         return True
 
-    def _on_ringing(self) -> None:
-        if self.state == CallState.CONNECTING:
-            self._transition(CallState.RINGING)
+    def _on_ringing(self, early_media: bool = False) -> None:
+        if self.state == CallState.CONNECTING and self._transition(CallState.RINGING):
+            self._emit("ringing", early_media)
+            if not early_media:
+                self._operator._spawn(self._operator.audio.start_ringing("ringback"))
 
     def _on_answered(self) -> None:
         self._answered = True
@@ -270,6 +321,7 @@ class Call:
             if self._media is not None:
                 self._media.start_audio()
             self._started.set()
+            self._emit("accepted")
             self._operator._emit("call_started", self)
 
     def _start_media(self) -> None:
@@ -292,6 +344,7 @@ class Call:
                 await self._media.stop()
         finally:
             self._operator._call_finished(self)
+            self._emit("disconnected")
             self._ended.set()
 
 
@@ -404,6 +457,7 @@ class _MediaLeg:
             attempt = 0
             if call.state == CallState.RECONNECTING:
                 call._transition(CallState.ACTIVE)
+                call._emit("reconnected")
                 self._op._emit("call_reconnected", call)
             else:
                 call._on_media_ready()
@@ -413,6 +467,7 @@ class _MediaLeg:
             # The leg dropped while the call goes on: re-open it with a fresh token.
             if call.state == CallState.ACTIVE:
                 call._transition(CallState.RECONNECTING)
+                call._emit("reconnecting")
                 self._op._emit("call_reconnecting", call)
 
     async def _receive(self, ws: ClientConnection) -> None:
@@ -427,9 +482,11 @@ class _MediaLeg:
                     self.frames_received += 1
                     device = self._device
                     if device is not None:
-                        device.write_frame(
-                            decode_mulaw(frame.payload), frame.sequence, frame.timestamp
-                        )
+                        pcm = decode_mulaw(frame.payload)
+                        processor = self._op.audio.processor
+                        if processor is not None:
+                            processor.process_render(pcm)
+                        device.write_frame(pcm, frame.sequence, frame.timestamp)
                     continue
                 try:
                     message = decode_message(raw, channel=Channel.MEDIA, sender="core")
@@ -451,27 +508,24 @@ class _MediaLeg:
 
     def start_audio(self) -> None:
         """Open the audio device and start sending (called when the call becomes active)."""
-        if self._device is not None:
-            return
-        try:
-            device = self._op._audio_factory(self._call)
-            device.start()
-        except (AudioDeviceError, OSError) as exc:
-            code = getattr(exc, "code", ClientErrorCode.AUDIO_DEVICE_FAILED)
-            self._op._emit_error(OperatorError(str(code), f"audio device failed: {exc}", exc))
-            device = NullAudioDevice()
-            device.start()
-        self._device = device
-        self._sender = asyncio.get_running_loop().create_task(
-            self._send_loop(), name="media-sender"
-        )
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_loop(), name="media-sender"
+            )
 
     async def _send_loop(self) -> None:
+        """Every 10 ms: send what the microphone captured; every 50 ms: levels."""
+        audio = self._op.audio
+        device = await audio.open_for_call(self._call)
+        self._device = device
+        if self._stopping:
+            return
+        processor = audio.processor
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         next_ping = 0.0
-        device = self._device
-        assert device is not None
+        next_level = 0.0
+        muted_talk = SpeakingWhileMuted()
         while True:
             deadline += _SEND_TICK
             delay = deadline - loop.time()
@@ -480,6 +534,8 @@ class _MediaLeg:
             await asyncio.sleep(max(0.0, delay))
             ws = self._ws
             while (pcm := device.read_frame()) is not None:
+                if processor is not None:
+                    pcm = processor.process_capture(pcm)
                 payload = _MULAW_SILENCE if self._call.muted else encode_mulaw(pcm).tobytes()
                 if ws is None or self._call.state != CallState.ACTIVE:
                     continue
@@ -493,9 +549,22 @@ class _MediaLeg:
                 except websockets.ConnectionClosed:
                     break
                 self.frames_sent += 1
-            if ws is not None and loop.time() >= next_ping:
-                next_ping = loop.time() + _PING_EVERY
+            now = loop.time()
+            if now >= next_level:
+                next_level = now + _LEVEL_EVERY
+                level_in, level_out = device.levels.read()
+                self._call._emit("volume", level_in, level_out)
+                talking = self._call.muted and muted_talk.update(level_in, now)
+                self._call._set_warning("speaking-while-muted", talking)
+            if ws is not None and now >= next_ping:
+                next_ping = now + _PING_EVERY
                 await self.send_control(Ping(ts=time.monotonic()))
+
+    def play_locally(self, digits: str) -> None:
+        """DTMF feedback on the operator's speaker (when sounds are on)."""
+        device = self._device
+        if device is not None:
+            device.mixer.play(dtmf_sound(digits))
 
     async def stop(self) -> None:
         """Stop sending and receiving, close the socket and the device. Does not wait for the
@@ -509,4 +578,4 @@ class _MediaLeg:
             with contextlib.suppress(Exception):
                 await self._ws.close()
         if self._device is not None:
-            await asyncio.to_thread(self._device.stop)
+            await self._op.audio.release(self._device)

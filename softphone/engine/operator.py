@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, overload
 
@@ -26,13 +26,13 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from softphone.engine.audio import AudioManager
 from softphone.engine.call import AudioFactory, Call
 from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.engine.events import EventEmitter
 from softphone.engine.states import PRESENCE_TRANSITIONS, CallState, PresenceState, StateMachine
 from softphone.engine.tokens import GetToken, TokenInfo, redact, to_token_info
 from softphone.engine.transport import connect_ws, http_base, ws_url
-from softphone.media import AudioDevice, NullAudioDevice
 from softphone.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -75,6 +75,7 @@ EventName = Literal[
     "call_ended",
     "call_reconnecting",
     "call_reconnected",
+    "devices_changed",
     "error",
 ]
 
@@ -94,10 +95,6 @@ class AvailabilityResult:
     rejected: tuple[str, ...]
 
 
-def _default_audio(call: Call) -> AudioDevice:
-    return NullAudioDevice()
-
-
 class Operator:
     """One operator's connection to an audin core: presence, availability, calls."""
 
@@ -108,7 +105,7 @@ class Operator:
         *,
         heartbeat_interval: float = 25.0,
         reconnect_backoff: Sequence[float] = DEFAULT_BACKOFF,
-        audio: AudioFactory | None = None,
+        audio: AudioManager | AudioFactory | Literal["pyaudio", "null"] = "pyaudio",
         request_timeout: float = 10.0,
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
@@ -121,11 +118,18 @@ class Operator:
             raise ValueError("reconnect_backoff must be a non-empty list of delays >= 0")
         self.heartbeat_interval = float(heartbeat_interval)
         self.reconnect_backoff = tuple(float(d) for d in reconnect_backoff)
-        self._audio_factory: AudioFactory = audio or _default_audio
         self.request_timeout = request_timeout
         self.client_name = client_name
         self._log = logger or log
         self._events = EventEmitter(self._log)
+        if isinstance(audio, AudioManager):
+            self.audio = audio
+        elif isinstance(audio, str):
+            self.audio = AudioManager(backend=audio)
+        else:
+            self.audio = AudioManager(device_factory=audio)
+        self.audio._emit = self._events.emit
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._sm: StateMachine[PresenceState] = StateMachine(
             PresenceState.OFFLINE, PRESENCE_TRANSITIONS
         )
@@ -316,6 +320,7 @@ class Operator:
         if self.state == PresenceState.DESTROYED:
             return
         await self.go_offline()
+        await self.audio.close()
         self._set_state(PresenceState.DESTROYED)
         await self._events.drain()
         self._events.clear()
@@ -541,7 +546,7 @@ class Operator:
                 await self._on_offer(message)
             case CallRinging():
                 if (call := self._calls.get(message.call_sid)) is not None:
-                    call._on_ringing()
+                    call._on_ringing(message.early_media)
             case CallAnswered():
                 if (call := self._calls.get(message.call_sid)) is not None:
                     call._on_answered()
@@ -576,6 +581,8 @@ class Operator:
         )
         self._calls[call.call_sid] = call
         self._emit("incoming_call", call)
+        if call.state == CallState.PENDING:
+            self._spawn(self.audio.start_ringing("ringtone"))
 
     # ------------------------------------------------------------------ outbound
 
@@ -617,4 +624,18 @@ class Operator:
 
     def _call_finished(self, call: Call) -> None:
         self._calls.pop(call.call_sid, None)
+        if not any(c.state == CallState.PENDING for c in self._calls.values()):
+            self._spawn(self.audio.stop_ringing())
         self._emit("call_ended", call)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a side task (sounds); its failure is logged, never raised into the caller."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._log.error("audio task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)

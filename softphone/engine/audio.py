@@ -1,0 +1,315 @@
+"""``operator.audio``: the operator's audio devices, local sounds and audio processing.
+
+One :class:`AudioManager` per :class:`~softphone.engine.operator.Operator`. It picks the
+microphone and speaker, switches them during a call, re-scans for devices, plays the
+ringtone while an offer is pending, runs the speaker and microphone tests, and creates the
+audio device of each call. Blocking PortAudio work (opening streams, enumerating) runs in
+a worker thread so the event loop never waits on a sound card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from softphone.engine.errors import ClientErrorCode, OperatorError
+from softphone.media import (
+    AudioDevice,
+    AudioDeviceError,
+    AudioProcessor,
+    NullAudioDevice,
+    frame_level,
+    ringback,
+    ringtone,
+    test_tone,
+)
+
+if TYPE_CHECKING:
+    from softphone.engine.call import Call
+    from softphone.media.devices import AudioSystem, DeviceInfo, DevicesChange
+
+log = logging.getLogger("audin.sdk.audio")
+
+Backend = Literal["pyaudio", "null"]
+DeviceSpec = int | str | None
+DeviceFactory = Callable[["Call"], AudioDevice]
+
+
+@dataclass
+class AudioSettings:
+    """The operator's audio preferences (the seed SDK's ``audioConstraints`` and more)."""
+
+    input: DeviceSpec = None
+    """Microphone: ``None`` = system default, an index, or (part of) a device name."""
+    output: DeviceSpec = None
+    """Speaker / headset, same forms."""
+    sounds: bool = True
+    """Ringtone, ringback and DTMF feedback on the speaker."""
+    echo_cancellation: bool = True
+    noise_suppression: bool = True
+    auto_gain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MicrophoneTest:
+    """Result of :meth:`AudioManager.test_microphone`: what was heard, then played back."""
+
+    seconds: float
+    peak_level: float
+    mean_level: float
+    frames: int
+
+    @property
+    def heard_something(self) -> bool:
+        return self.peak_level > 0.3
+
+
+class AudioManager:
+    """Device selection, local sounds, tests and per-call devices of one operator."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend = "pyaudio",
+        settings: AudioSettings | None = None,
+        device_factory: DeviceFactory | None = None,
+        system: AudioSystem | None = None,
+    ) -> None:
+        self.backend: Backend = backend
+        self.settings = settings or AudioSettings()
+        self._factory = device_factory
+        self._system = system
+        self._active: AudioDevice | None = None
+        self._ringer: AudioDevice | None = None
+        self._emit: Callable[[str, Any], None] = lambda _name, _value: None
+        self.processor: AudioProcessor | None = None
+
+    # ------------------------------------------------------------------ devices
+
+    @property
+    def system(self) -> AudioSystem:
+        """The process's PortAudio wrapper (created on first use)."""
+        if self._system is None:
+            from softphone.media.devices import AudioSystem
+
+            self._system = AudioSystem()
+        return self._system
+
+    async def devices(self) -> list[DeviceInfo]:
+        """Every input and output device PortAudio knows (``AUDIO_BACKEND_UNAVAILABLE``)."""
+        return await asyncio.to_thread(self.system.devices)
+
+    @property
+    def active_device(self) -> AudioDevice | None:
+        """The device of the call in progress, if any."""
+        return self._active
+
+    async def select_input(self, spec: DeviceSpec) -> DeviceInfo | None:
+        """Use this microphone from now on; switches the call in progress without dropping it."""
+        info = await self._switch("input", spec)
+        self.settings.input = spec
+        return info
+
+    async def select_output(self, spec: DeviceSpec) -> DeviceInfo | None:
+        """Use this speaker from now on; switches the call in progress without dropping it."""
+        info = await self._switch("output", spec)
+        self.settings.output = spec
+        return info
+
+    async def _switch(
+        self, kind: Literal["input", "output"], spec: DeviceSpec
+    ) -> DeviceInfo | None:
+        if self.backend != "pyaudio" or self._factory is not None:
+            return None
+        from softphone.media.pyaudio_device import PyAudioDevice
+
+        device = self._active
+        try:
+            if isinstance(device, PyAudioDevice):
+                method = device.switch_input if kind == "input" else device.switch_output
+                return await asyncio.to_thread(method, spec)
+            find = self.system.find_input if kind == "input" else self.system.find_output
+            return await asyncio.to_thread(find, spec)
+        except AudioDeviceError as exc:
+            raise OperatorError(exc.code, exc.message, exc) from exc
+
+    async def rescan(self) -> DevicesChange:
+        """Enumerate again (in a child process, so open streams are not disturbed); emits
+        ``devices_changed`` when something changed and an error if an active device is gone."""
+        active: tuple[str, ...] = ()
+        from softphone.media.pyaudio_device import PyAudioDevice
+
+        if isinstance(self._active, PyAudioDevice):
+            active = self._active.active_names
+        change = await asyncio.to_thread(self.system.rescan, active)
+        if change.changed:
+            self._emit("devices_changed", change)
+        if change.lost_active:
+            self._emit(
+                "error",
+                OperatorError(
+                    "AUDIO_DEVICE_LOST",
+                    "a device in use disappeared; pick another microphone or speaker",
+                ),
+            )
+        return change
+
+    # ------------------------------------------------------------------ sounds
+
+    @property
+    def sounds_enabled(self) -> bool:
+        return self.settings.sounds
+
+    @sounds_enabled.setter
+    def sounds_enabled(self, on: bool) -> None:
+        self.settings.sounds = bool(on)
+        for device in (self._active, self._ringer):
+            if device is not None:
+                device.mixer.enabled = self.settings.sounds
+
+    def levels(self) -> tuple[float, float]:
+        """Latest (input, output) level 0..1 of the active device (0, 0 without one)."""
+        device = self._active or self._ringer
+        if device is None:
+            return (0.0, 0.0)
+        return device.levels.read()
+
+    @property
+    def uses_sound_card(self) -> bool:
+        """True when calls use PortAudio devices (not files or the silent device)."""
+        return self.backend == "pyaudio" and self._factory is None
+
+    async def start_ringing(self, kind: Literal["ringtone", "ringback"] = "ringtone") -> None:
+        """Play the ringtone (offer pending) or ringback (outbound call alerting) on the
+        speaker. No-op when sounds are off, without a sound card, or while a call has the
+        device."""
+        if not self.settings.sounds or not self.uses_sound_card or self._device_taken():
+            return
+        try:
+            device = await asyncio.to_thread(self._open_device, None)
+        except OperatorError as exc:
+            self._emit("error", exc)
+            return
+        if self._device_taken():  # a call or another ringer won the race while we opened
+            await asyncio.to_thread(device.stop)
+            return
+        device.mixer.enabled = True
+        device.mixer.play(ringtone() if kind == "ringtone" else ringback())
+        self._ringer = device
+
+    def _device_taken(self) -> bool:
+        return self._active is not None or self._ringer is not None
+
+    async def stop_ringing(self) -> None:
+        device, self._ringer = self._ringer, None
+        if device is not None:
+            device.mixer.stop_all()
+            await asyncio.to_thread(device.stop)
+
+    # ------------------------------------------------------------------ tests
+
+    async def test_speaker(self, seconds: float = 2.0) -> None:
+        """Play a 1 kHz test tone on the selected speaker."""
+        device = await self._idle_device("speaker test")
+        try:
+            tone = test_tone(seconds=seconds)
+            device.mixer.enabled = True
+            device.mixer.play(tone)
+            await asyncio.sleep(seconds + 0.1)
+        finally:
+            await asyncio.to_thread(device.stop)
+
+    async def test_microphone(self, seconds: float = 3.0) -> MicrophoneTest:
+        """Record ``seconds`` from the microphone, then play the recording back."""
+        device = await self._idle_device("microphone test")
+        frames: list[NDArray[np.int16]] = []
+        levels: list[float] = []
+        try:
+            wanted = int(seconds * 50)
+            while len(frames) < wanted:
+                await asyncio.sleep(0.02)
+                while (pcm := device.read_frame()) is not None and len(frames) < wanted:
+                    frames.append(np.array(pcm, copy=True))
+                    levels.append(frame_level(pcm))
+            for pcm in frames:
+                device.write_frame(pcm)
+            await asyncio.sleep(len(frames) * 0.02 + 0.2)
+        finally:
+            await asyncio.to_thread(device.stop)
+        return MicrophoneTest(
+            seconds=len(frames) / 50,
+            peak_level=max(levels, default=0.0),
+            mean_level=float(np.mean(levels)) if levels else 0.0,
+            frames=len(frames),
+        )
+
+    async def _idle_device(self, what: str) -> AudioDevice:
+        if self._active is not None:
+            raise OperatorError(ClientErrorCode.INVALID_STATE, f"no {what} during a call")
+        return await asyncio.to_thread(self._open_device, None)
+
+    # ------------------------------------------------------------------ call devices
+
+    def _open_device(self, call: Call | None) -> AudioDevice:
+        """Create and start a device (blocking: call it in a worker thread)."""
+        try:
+            if self._factory is not None and call is not None:
+                device = self._factory(call)
+            elif self.backend == "null":
+                device = NullAudioDevice()
+            else:
+                from softphone.media.pyaudio_device import PyAudioDevice
+
+                device = PyAudioDevice(self.system, self.settings.input, self.settings.output)
+            device.mixer.enabled = self.settings.sounds
+            device.start()
+        except AudioDeviceError as exc:
+            raise OperatorError(exc.code, exc.message, exc) from exc
+        return device
+
+    async def open_for_call(self, call: Call) -> AudioDevice:
+        """The device of ``call`` (the ringer is released first); falls back to a silent
+        device with an ``error`` event if the sound card cannot be used."""
+        await self.stop_ringing()
+        try:
+            device = await asyncio.to_thread(self._open_device, call)
+        except OperatorError as exc:
+            self._emit("error", exc)
+            device = NullAudioDevice()
+            device.start()
+        self._active = device
+        # Echo cancellation, noise suppression and gain control are for microphones; file and
+        # silent devices are sent untouched.
+        settings = self.settings
+        wanted = settings.echo_cancellation or settings.noise_suppression or settings.auto_gain
+        self.processor = (
+            AudioProcessor(
+                echo_cancellation=settings.echo_cancellation,
+                noise_suppression=settings.noise_suppression,
+                auto_gain=settings.auto_gain,
+            )
+            if wanted and self.uses_sound_card
+            else None
+        )
+        return device
+
+    async def release(self, device: AudioDevice) -> None:
+        if self._active is device:
+            self._active = None
+            self.processor = None
+        await asyncio.to_thread(device.stop)
+
+    async def close(self) -> None:
+        await self.stop_ringing()
+        if self._active is not None:
+            await self.release(self._active)
+        if self._system is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._system.close)
