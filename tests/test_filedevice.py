@@ -269,7 +269,7 @@ def test_stop_interrupts_the_wait_promptly() -> None:
     assert dev.ticked.wait(timeout=5)
     t0 = time.monotonic()
     dev.stop()
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 1.0  # well under the 2 s join timeout, even on a busy CI
     assert not any(t.name == NullAudioDevice.thread_name for t in threading.enumerate())
 
 

@@ -23,6 +23,7 @@ from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.media import (
     AudioDevice,
     AudioDeviceError,
+    AudioErrorCode,
     AudioProcessor,
     NullAudioDevice,
     frame_level,
@@ -155,7 +156,7 @@ class AudioManager:
             self._emit(
                 "error",
                 OperatorError(
-                    "AUDIO_DEVICE_LOST",
+                    AudioErrorCode.AUDIO_DEVICE_LOST,
                     "a device in use disappeared; pick another microphone or speaker",
                 ),
             )
@@ -238,9 +239,14 @@ class AudioManager:
                 while (pcm := device.read_frame()) is not None and len(frames) < wanted:
                     frames.append(np.array(pcm, copy=True))
                     levels.append(frame_level(pcm))
+            # Play it back at the device's pace (the jitter buffer holds at most 200 ms).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time()
             for pcm in frames:
                 device.write_frame(pcm)
-            await asyncio.sleep(len(frames) * 0.02 + 0.2)
+                deadline += 0.020
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await asyncio.sleep(0.2)  # the playout delay, then the last frames are out
         finally:
             await asyncio.to_thread(device.stop)
         return MicrophoneTest(

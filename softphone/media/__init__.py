@@ -17,6 +17,7 @@ from softphone.media.device import (
     DeviceStats,
     NullAudioDevice,
 )
+from softphone.media.devices import AudioSystem, DeviceInfo, DevicesChange, quiet_stderr
 from softphone.media.filedevice import FileAudioDevice
 from softphone.media.g711 import decode_mulaw, encode_mulaw
 from softphone.media.jitter import JitterBuffer, JitterStats
@@ -28,6 +29,7 @@ from softphone.media.levels import (
     frame_level,
 )
 from softphone.media.processing import AudioProcessingUnavailable, AudioProcessor, ProcessorStats
+from softphone.media.pyaudio_device import PyAudioDevice, RealtimeStats
 from softphone.media.resample import resample_linear
 from softphone.media.resampler import Resampler
 from softphone.media.tones import (
@@ -51,7 +53,10 @@ __all__ = [
     "AudioErrorCode",
     "AudioProcessingUnavailable",
     "AudioProcessor",
+    "AudioSystem",
+    "DeviceInfo",
     "DeviceStats",
+    "DevicesChange",
     "FileAudioDevice",
     "FlatInputDetector",
     "FrameQueue",
@@ -62,6 +67,8 @@ __all__ = [
     "NullAudioDevice",
     "PlayoutBuffer",
     "ProcessorStats",
+    "PyAudioDevice",
+    "RealtimeStats",
     "Resampler",
     "Sound",
     "SoundMixer",
@@ -73,6 +80,7 @@ __all__ = [
     "dtmf_tone",
     "encode_mulaw",
     "frame_level",
+    "quiet_stderr",
     "resample_linear",
     "ringback",
     "ringtone",

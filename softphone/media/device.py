@@ -67,6 +67,15 @@ class AudioErrorCode(StrEnum):
     AUDIO_FILE_INVALID = "AUDIO_FILE_INVALID"
     AUDIO_FILE_UNWRITABLE = "AUDIO_FILE_UNWRITABLE"
     AUDIO_DEVICE_FAILED = "AUDIO_DEVICE_FAILED"
+    NO_MICROPHONE = "NO_MICROPHONE"  # no input device at all / no default input
+    MICROPHONE_UNAVAILABLE = "MICROPHONE_UNAVAILABLE"  # exists but cannot be opened (busy...)
+    NO_OUTPUT_DEVICE = "NO_OUTPUT_DEVICE"  # no output device at all / no default output
+    OUTPUT_UNAVAILABLE = "OUTPUT_UNAVAILABLE"  # exists but cannot be opened
+    DEVICE_NOT_FOUND = "DEVICE_NOT_FOUND"  # the index / name asked for matches nothing
+    DEVICE_AMBIGUOUS = "DEVICE_AMBIGUOUS"  # the name asked for matches several devices
+    DEVICE_SCAN_FAILED = "DEVICE_SCAN_FAILED"  # the rescan child process failed
+    AUDIO_DEVICE_LOST = "AUDIO_DEVICE_LOST"  # a device in use disappeared (rescan)
+    AUDIO_BACKEND_UNAVAILABLE = "AUDIO_BACKEND_UNAVAILABLE"  # PyAudio/PortAudio won't load
 
 
 class AudioDeviceError(Exception):
