@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from softphone import CallState
@@ -74,11 +75,21 @@ async def test_echo_line_through_portaudio_and_a_mid_call_microphone_switch(
     assert not log.of("error")
     speaker = virtual_audio.read_output(SPEAKER)
     assert len(speaker) > 3 * rate
-    lag_a, score_a = find_lag(voice_a, speaker)
-    lag_b, score_b = find_lag(voice_b, speaker)
-    assert score_a > 0.9, f"microphone A's echo not at the speaker ({score_a:.3f})"
-    assert score_b > 0.9, f"microphone B's echo not at the speaker ({score_b:.3f})"
-    assert lag_b > lag_a  # B was heard after the switch
+    # Look for 0.2 s pieces of each voice: a jitter-buffer catch-up (one 20 ms frame dropped
+    # after the burst a newly opened stream starts with) breaks the piece it falls in, so
+    # at most one piece per voice may be missed.
+    found: dict[str, list[int]] = {}
+    for name, voice in (("A", voice_a), ("B", voice_b)):
+        starts = [0.1 + 0.25 * k for k in range(5)]
+        hits = []
+        for start in starts:
+            piece = voice[int(start * rate) : int((start + 0.2) * rate)]
+            lag, score = find_lag(piece, speaker)
+            if score > 0.9:
+                hits.append(lag)
+        assert len(hits) >= len(starts) - 1, f"microphone {name}'s echo not at the speaker"
+        found[name] = hits
+    assert min(found["B"]) > max(found["A"])  # B was heard after the switch
 
 
 async def test_missing_microphone_gives_a_coded_error_and_the_call_goes_on(
@@ -116,3 +127,68 @@ async def test_device_list_and_tests_through_the_manager(
         assert result.heard_something
     finally:
         await audio.close()
+
+
+def tone_power_ratio(x: np.ndarray, freq: float, rate: int) -> float:
+    """Energy at ``freq`` relative to the rest of the spectrum (a pure tone gives >> 1)."""
+    spectrum = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    bins = np.fft.rfftfreq(len(x), 1 / rate)
+    near = np.abs(bins - freq) < 20
+    return float(spectrum[near].sum() / (spectrum[~near].sum() + 1e-9))
+
+
+async def test_speaker_test_plays_a_1khz_tone(virtual_audio: VirtualAudio) -> None:
+    virtual_audio.clear_output(SPEAKER)
+    audio = manager(MIC, SPEAKER)
+    try:
+        await audio.test_speaker(0.5)
+    finally:
+        await audio.close()
+    out = virtual_audio.read_output(SPEAKER)
+    loud = out[np.abs(out) > 1000]
+    assert len(loud) > 0.3 * PORTAUDIO_PULSE_RATE  # about 0.5 s of tone
+    assert tone_power_ratio(out, 1000, PORTAUDIO_PULSE_RATE) > 10
+
+
+async def test_ringtone_plays_while_an_offer_is_pending(
+    core: CoreServer, virtual_audio: VirtualAudio
+) -> None:
+    virtual_audio.clear_output(SPEAKER)
+    audio = manager(MIC, SPEAKER)
+    audio.sounds_enabled = True
+    operator = sandbox_operator(core.url, audio=audio)
+    log = EventLog(operator)
+    try:
+        await operator.go_online(["pn_15550150"])
+        await core.core.place_inbound("+15551230099", "+15550150", {})
+        call = await log.wait_for("incoming_call")
+        await wait_until(lambda: audio._ringer is not None, timeout=5)
+        ringer = audio._ringer
+        assert ringer is not None
+        assert "ringtone" in ringer.mixer.playing
+        await wait_until(lambda: ringer.levels.read()[1] > 0.3, timeout=5)  # it is loud
+        await call.reject()
+        await wait_until(lambda: audio._ringer is None, timeout=5)
+    finally:
+        await operator.close()
+    out = virtual_audio.read_output(SPEAKER)
+    assert np.abs(out).max() > 1000
+
+
+async def test_rescan_reports_a_plugged_microphone(
+    core: CoreServer, virtual_audio: VirtualAudio
+) -> None:
+    operator = sandbox_operator(core.url, audio=manager(MIC, SPEAKER))
+    changes: list[object] = []
+    operator.on("devices_changed", changes.append)  # type: ignore[call-overload]
+    try:
+        await operator.audio.rescan()  # baseline
+        changes.clear()
+        with virtual_audio.extra_input("usb_headset_mic"):
+            change = await operator.audio.rescan()
+        assert [d.name for d in change.added] == ["usb_headset_mic"]
+        assert changes == [change]
+        gone = await operator.audio.rescan()
+        assert [d.name for d in gone.removed] == ["usb_headset_mic"]
+    finally:
+        await operator.close()

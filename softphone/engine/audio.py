@@ -90,6 +90,7 @@ class AudioManager:
         self._active: AudioDevice | None = None
         self._ringer: AudioDevice | None = None
         self._emit: Callable[[str, Any], None] = lambda _name, _value: None
+        self._stops: set[asyncio.Future[None]] = set()
         self.processor: AudioProcessor | None = None
 
     # ------------------------------------------------------------------ devices
@@ -199,7 +200,7 @@ class AudioManager:
             self._emit("error", exc)
             return
         if self._device_taken():  # a call or another ringer won the race while we opened
-            await asyncio.to_thread(device.stop)
+            await self._stop_device(device)
             return
         device.mixer.enabled = True
         device.mixer.play(ringtone() if kind == "ringtone" else ringback())
@@ -212,7 +213,17 @@ class AudioManager:
         device, self._ringer = self._ringer, None
         if device is not None:
             device.mixer.stop_all()
-            await asyncio.to_thread(device.stop)
+            await self._stop_device(device)
+
+    async def _stop_device(self, device: AudioDevice) -> None:
+        """Stop a device in a worker thread; :meth:`close` waits for every such stop."""
+        future = asyncio.ensure_future(asyncio.to_thread(device.stop))
+        self._stops.add(future)
+        try:
+            await asyncio.shield(future)
+        finally:
+            if future.done():
+                self._stops.discard(future)
 
     # ------------------------------------------------------------------ tests
 
@@ -225,7 +236,7 @@ class AudioManager:
             device.mixer.play(tone)
             await asyncio.sleep(seconds + 0.1)
         finally:
-            await asyncio.to_thread(device.stop)
+            await self._stop_device(device)
 
     async def test_microphone(self, seconds: float = 3.0) -> MicrophoneTest:
         """Record ``seconds`` from the microphone, then play the recording back."""
@@ -248,7 +259,7 @@ class AudioManager:
                 await asyncio.sleep(max(0.0, deadline - loop.time()))
             await asyncio.sleep(0.2)  # the playout delay, then the last frames are out
         finally:
-            await asyncio.to_thread(device.stop)
+            await self._stop_device(device)
         return MicrophoneTest(
             seconds=len(frames) / 50,
             peak_level=max(levels, default=0.0),
@@ -310,12 +321,15 @@ class AudioManager:
         if self._active is device:
             self._active = None
             self.processor = None
-        await asyncio.to_thread(device.stop)
+        await self._stop_device(device)
 
     async def close(self) -> None:
         await self.stop_ringing()
         if self._active is not None:
             await self.release(self._active)
+        if self._stops:  # devices still being stopped by other tasks
+            await asyncio.gather(*self._stops, return_exceptions=True)
+            self._stops.clear()
         if self._system is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._system.close)

@@ -320,6 +320,8 @@ class Operator:
         if self.state == PresenceState.DESTROYED:
             return
         await self.go_offline()
+        if self._tasks:  # ringtone starts and stops still in flight
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.audio.close()
         self._set_state(PresenceState.DESTROYED)
         await self._events.drain()

@@ -84,6 +84,7 @@ AUDIO_BACKEND_UNAVAILABLE: Final = (
 )  # PyAudio/PortAudio won't load
 
 RESCAN_TIMEOUT: Final = 10.0  # seconds the rescan child process may take
+CLOSE_WAIT: Final = 3.0  # seconds close() waits for streams still being closed
 
 DeviceSpec = int | str | None
 """How a device is asked for: ``None`` = system default, ``int`` = PortAudio index, ``str`` =
@@ -448,6 +449,7 @@ class AudioSystem:
     ) -> None:
         self._pa: Any = backend
         self._lock = threading.RLock()
+        self._streams_closed = threading.Condition(self._lock)
         self._devices: list[DeviceInfo] | None = None
         self._known: tuple[DeviceInfo, ...] | None = None  # last list seen (rescan baseline)
         self._open_streams = 0
@@ -492,8 +494,9 @@ class AudioSystem:
             self._open_streams += 1
 
     def stream_closed(self) -> None:
-        with self._lock:
+        with self._streams_closed:
             self._open_streams = max(0, self._open_streams - 1)
+            self._streams_closed.notify_all()
 
     @property
     def open_streams(self) -> int:
@@ -515,13 +518,21 @@ class AudioSystem:
             self._devices = None
             return self.devices()
 
-    def close(self) -> None:
-        """Terminate PortAudio. Idempotent."""
-        with self._lock:
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Terminate PortAudio once every stream is closed. Idempotent.
+
+        Terminating while a stream is open would deadlock: ``Pa_Terminate`` joins the
+        stream's callback thread while holding the GIL that the callback waits for. So this
+        waits up to ``timeout`` seconds for devices being stopped elsewhere; if streams are
+        still open then, PortAudio is left to the end of the process instead.
+        """
+        with self._streams_closed:
             if self._closed:
                 return
             self._closed = True
-            self._terminate()
+            self._streams_closed.wait_for(lambda: self._open_streams == 0, timeout)
+            if self._open_streams == 0:
+                self._terminate()
 
     def _terminate(self) -> None:
         pa, self._pa = self._pa, None
