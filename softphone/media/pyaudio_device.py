@@ -458,21 +458,7 @@ class PyAudioDevice(AudioDevice):
         thread. On error (``DEVICE_NOT_FOUND``, ``MICROPHONE_UNAVAILABLE``...) the current
         microphone stays in use. Before ``start`` it only changes what ``start`` opens.
         """
-        info = self.system.find_input(spec)
-        with self._io_lock:
-            if not self._io_open:
-                self.input_info = info
-                return info
-            new = self._open_input(info)
-            self._activate(new, "input")
-            old, self._input = self._input, new
-            if old is not None:
-                old.active = False
-            new.active = True
-            self.input_info = info
-            self.input_switches += 1
-            self._close_path(old)
-        return info
+        return self._switch("input", spec)
 
     def switch_output(self, spec: DeviceSpec) -> DeviceInfo:
         """Use another speaker/headset from now on, without interrupting the call.
@@ -481,19 +467,37 @@ class PyAudioDevice(AudioDevice):
         Playback resumes on the new device where it stopped on the old one (the playout
         buffer is kept); at most a fraction of a frame already resampled is lost.
         """
-        info = self.system.find_output(spec)
+        return self._switch("output", spec)
+
+    def _switch(self, direction: Direction, spec: DeviceSpec) -> DeviceInfo:
+        """Open the new stream, make it the active one, then close the old one."""
+        find = self.system.find_input if direction == "input" else self.system.find_output
+        info = find(spec)
         with self._io_lock:
             if not self._io_open:
-                self.output_info = info
+                if direction == "input":
+                    self.input_info = info
+                else:
+                    self.output_info = info
                 return info
-            new = self._open_output(info)
-            self._activate(new, "output")
-            old, self._output = self._output, new
+            new: _Path
+            if direction == "input":
+                new = self._open_input(info)
+                self._activate(new, direction)
+                old: _Path | None = self._input
+                self._input = new
+                self.input_info = info
+                self.input_switches += 1
+            else:
+                new = self._open_output(info)
+                self._activate(new, direction)
+                old = self._output
+                self._output = new
+                self.output_info = info
+                self.output_switches += 1
             if old is not None:
                 old.active = False
             new.active = True
-            self.output_info = info
-            self.output_switches += 1
             self._close_path(old)
         return info
 
