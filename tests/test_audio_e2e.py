@@ -192,3 +192,27 @@ async def test_rescan_reports_a_plugged_microphone(
         assert [d.name for d in gone.removed] == ["usb_headset_mic"]
     finally:
         await operator.close()
+
+
+async def test_processing_can_be_switched_during_a_call(
+    core: CoreServer, virtual_audio: VirtualAudio
+) -> None:
+    audio = manager(MIC, SPEAKER)  # all processing off
+    operator = sandbox_operator(core.url, audio=audio)
+    try:
+        call = await operator.dial(ECHO)
+        assert await call.wait_started(10)
+        await wait_until(lambda: audio.active_device is not None, timeout=5)
+        assert audio.processor is None
+        audio.set_processing(noise_suppression=True)
+        processor = audio.processor
+        assert processor is not None
+        assert (processor.noise_suppression, processor.echo_cancellation) == (True, False)
+        await wait_until(lambda: processor.stats.capture_frames >= 25, timeout=5)
+        audio.set_processing(echo_cancellation=True)
+        assert audio.processor is processor
+        assert processor.echo_cancellation
+        await call.hangup()
+    finally:
+        await operator.close()
+    assert audio.settings.noise_suppression

@@ -163,6 +163,43 @@ class AudioManager:
             )
         return change
 
+    def set_processing(
+        self,
+        *,
+        echo_cancellation: bool | None = None,
+        noise_suppression: bool | None = None,
+        auto_gain: bool | None = None,
+    ) -> None:
+        """Switch echo cancellation, noise suppression or gain control; applies to the call
+        in progress at once and to later calls."""
+        settings = self.settings
+        if echo_cancellation is not None:
+            settings.echo_cancellation = echo_cancellation
+        if noise_suppression is not None:
+            settings.noise_suppression = noise_suppression
+        if auto_gain is not None:
+            settings.auto_gain = auto_gain
+        processor = self.processor
+        if processor is None and self._active is not None:
+            self.processor = self._new_processor()
+        elif processor is not None:
+            processor.echo_cancellation = settings.echo_cancellation
+            processor.noise_suppression = settings.noise_suppression
+            processor.auto_gain = settings.auto_gain
+
+    def _new_processor(self) -> AudioProcessor | None:
+        """Echo cancellation, noise suppression and gain control are for microphones: file
+        and silent devices are sent untouched."""
+        settings = self.settings
+        wanted = settings.echo_cancellation or settings.noise_suppression or settings.auto_gain
+        if not wanted or not self.uses_sound_card:
+            return None
+        return AudioProcessor(
+            echo_cancellation=settings.echo_cancellation,
+            noise_suppression=settings.noise_suppression,
+            auto_gain=settings.auto_gain,
+        )
+
     # ------------------------------------------------------------------ sounds
 
     @property
@@ -302,19 +339,7 @@ class AudioManager:
             device = NullAudioDevice()
             device.start()
         self._active = device
-        # Echo cancellation, noise suppression and gain control are for microphones; file and
-        # silent devices are sent untouched.
-        settings = self.settings
-        wanted = settings.echo_cancellation or settings.noise_suppression or settings.auto_gain
-        self.processor = (
-            AudioProcessor(
-                echo_cancellation=settings.echo_cancellation,
-                noise_suppression=settings.noise_suppression,
-                auto_gain=settings.auto_gain,
-            )
-            if wanted and self.uses_sound_card
-            else None
-        )
+        self.processor = self._new_processor()
         return device
 
     async def release(self, device: AudioDevice) -> None:

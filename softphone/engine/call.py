@@ -520,7 +520,6 @@ class _MediaLeg:
         self._device = device
         if self._stopping:
             return
-        processor = audio.processor
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         next_ping = 0.0
@@ -533,6 +532,7 @@ class _MediaLeg:
                 deadline = loop.time()
             await asyncio.sleep(max(0.0, delay))
             ws = self._ws
+            processor = audio.processor  # may be switched on or off during the call
             while (pcm := device.read_frame()) is not None:
                 if processor is not None:
                     pcm = processor.process_capture(pcm)
