@@ -11,7 +11,7 @@ import pytest
 from softphone import CallState
 from softphone.engine import OperatorError
 from softphone.engine.audio import AudioManager, AudioSettings
-from softphone.media import AudioSystem
+from softphone.media import AudioSystem, PyAudioDevice
 from softphone.server import CoreServer
 
 from .audio_env import (
@@ -107,6 +107,19 @@ async def test_missing_microphone_gives_a_coded_error_and_the_call_goes_on(
         assert error.code == "DEVICE_NOT_FOUND"
         assert "no such microphone" in error.message
         await wait_until(lambda: call.stats.frames_sent >= 25, timeout=5)  # silence is sent
+        assert call.state == CallState.ACTIVE
+        assert not isinstance(operator.audio.active_device, PyAudioDevice)
+
+        # The operator picks a working microphone: the call moves onto the sound card.
+        rate = PORTAUDIO_PULSE_RATE
+        virtual_audio.write_input(MIC, bandlimited_noise(2.0, rate, seed=44), rate=rate)
+        volumes: list[float] = []
+        call.on("volume", lambda mic, _speaker: volumes.append(mic))
+        info = await operator.audio.select_input(MIC)
+        assert info is not None
+        assert info.name == MIC
+        assert isinstance(operator.audio.active_device, PyAudioDevice)
+        await wait_until(lambda: max(volumes, default=0.0) > 0.5, timeout=5)
         assert call.state == CallState.ACTIVE
         await call.hangup()
     finally:

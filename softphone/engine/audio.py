@@ -138,9 +138,35 @@ class AudioManager:
                 method = device.switch_input if kind == "input" else device.switch_output
                 return await asyncio.to_thread(method, spec)
             find = self.system.find_input if kind == "input" else self.system.find_output
-            return await asyncio.to_thread(find, spec)
+            info = await asyncio.to_thread(find, spec)
         except AudioDeviceError as exc:
             raise OperatorError(exc.code, exc.message, exc) from exc
+        if device is not None:
+            # The call runs on the silent stand-in because its sound card failed: replace it
+            # with a real device now that a working one was picked.
+            await self._replace_active(kind, spec)
+        return info
+
+    async def _replace_active(self, kind: Literal["input", "output"], spec: DeviceSpec) -> None:
+        from softphone.media.pyaudio_device import PyAudioDevice
+
+        inp = spec if kind == "input" else self.settings.input
+        out = spec if kind == "output" else self.settings.output
+
+        def open_new() -> AudioDevice:
+            new = PyAudioDevice(self.system, inp, out)
+            new.mixer.enabled = self.settings.sounds
+            new.start()
+            return new
+
+        try:
+            new = await asyncio.to_thread(open_new)
+        except AudioDeviceError as exc:
+            raise OperatorError(exc.code, exc.message, exc) from exc
+        old, self._active = self._active, new
+        self.processor = self._new_processor()
+        if old is not None:
+            await self._stop_device(old)
 
     async def rescan(self) -> DevicesChange:
         """Enumerate again (in a child process, so open streams are not disturbed); emits

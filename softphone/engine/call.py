@@ -533,6 +533,8 @@ class _MediaLeg:
             await asyncio.sleep(max(0.0, delay))
             ws = self._ws
             processor = audio.processor  # may be switched on or off during the call
+            if audio.active_device is not None and audio.active_device is not device:
+                device = self._device = audio.active_device  # replaced (see AudioManager)
             while (pcm := device.read_frame()) is not None:
                 if processor is not None:
                     pcm = processor.process_capture(pcm)
@@ -577,5 +579,6 @@ class _MediaLeg:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        if self._device is not None:
-            await self._op.audio.release(self._device)
+        device = self._op.audio.active_device or self._device
+        if device is not None:
+            await self._op.audio.release(device)
