@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shlex
 import signal
 import sys
 import tempfile
@@ -22,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from softphone.engine import Call, Operator, OperatorError, token_url_provider
+from softphone.engine import (
+    Call,
+    Operator,
+    OperatorError,
+    token_command_provider,
+    token_url_provider,
+)
 from softphone.engine.audio import AudioManager, AudioSettings
 from softphone.media import AudioDeviceError, FileAudioDevice
 from softphone.protocol import EndReason, ProtocolError, validate_e164
@@ -63,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--sandbox", action="store_true", help="start an embedded core (no account)")
     where.add_argument("--core-url", help="URL of the operator core, e.g. https://core.example")
     c.add_argument("--token-url", help="your backend's token endpoint (POST -> {token, expiresAt})")
+    c.add_argument(
+        "--token-command",
+        help="a local command printing {token, expiresAt} as JSON (instead of --token-url)",
+    )
     c.add_argument(
         "--token-header",
         action="append",
@@ -148,9 +159,11 @@ async def _core(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, dict[
             finally:
                 await server.stop()
         return
-    if not args.core_url or not args.token_url:
-        raise UsageError("give --sandbox, or both --core-url and --token-url")
-    yield args.core_url, args.token_url, headers
+    if not args.core_url or not (args.token_url or args.token_command):
+        raise UsageError("give --sandbox, or --core-url with --token-url or --token-command")
+    if args.token_url and args.token_command:
+        raise UsageError("give --token-url or --token-command, not both")
+    yield args.core_url, args.token_url or "", headers
 
 
 def _audio(args: argparse.Namespace) -> tuple[AudioManager, FileAudioDevice | None]:
@@ -180,7 +193,12 @@ async def run_call(args: argparse.Namespace) -> tuple[int, CallSummary]:
     audio, device = _audio(args)  # validates the WAV files before anything goes on the wire
     summary = CallSummary(None, None, args.number, False, None, "", 0.0, 0, 0, 0, None, None)
     async with _core(args) as (core_url, token_url, headers):
-        operator = Operator(core_url, token_url_provider(token_url, headers=headers), audio=audio)
+        get_token = (
+            token_command_provider(shlex.split(args.token_command))
+            if args.token_command and not args.sandbox
+            else token_url_provider(token_url, headers=headers)
+        )
+        operator = Operator(core_url, get_token, audio=audio)
         if args.verbose:
             for name in ("presence_state_changed", "availability_changed", "call_started"):
                 operator.on(name, lambda v, n=name: print(f"event {n}: {v}", file=sys.stderr))

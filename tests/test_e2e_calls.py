@@ -296,7 +296,7 @@ def test_headless_call_command_json(tmp_path: Path) -> None:
     ("args", "code", "message"),
     [
         (["call", "12345", "--sandbox"], 2, "not an E.164 number"),
-        (["call", ECHO], 2, "give --sandbox, or both --core-url and --token-url"),
+        (["call", ECHO], 2, "give --sandbox, or --core-url with --token-url or --token-command"),
         (["call", ECHO, "--sandbox", "--play", "/nonexistent.wav"], 2, "AUDIO_FILE_NOT_FOUND"),
         (
             [

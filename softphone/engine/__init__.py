@@ -10,7 +10,13 @@ from softphone.engine.call import AudioFactory, Call, CallDirection, CallStats
 from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.engine.operator import AvailabilityResult, Operator, PhoneNumber
 from softphone.engine.states import CALL_TRANSITIONS, PRESENCE_TRANSITIONS, CallState, PresenceState
-from softphone.engine.tokens import GetToken, TokenInfo, redact, token_url_provider
+from softphone.engine.tokens import (
+    GetToken,
+    TokenInfo,
+    redact,
+    token_command_provider,
+    token_url_provider,
+)
 
 __all__ = [
     "CALL_TRANSITIONS",
@@ -29,5 +35,6 @@ __all__ = [
     "PresenceState",
     "TokenInfo",
     "redact",
+    "token_command_provider",
     "token_url_provider",
 ]

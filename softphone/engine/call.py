@@ -41,6 +41,7 @@ from softphone.protocol import (
     Pong,
     ProtocolError,
     Reject,
+    UpdateToken,
     decode_audio_frame,
     decode_message,
     encode_audio_frame,
@@ -289,6 +290,11 @@ class Call:
 
     # ------------------------------------------------------------------ driven by the operator
 
+    async def _update_token(self, token: str) -> None:
+        leg = self._media
+        if leg is not None:
+            await leg.send_control(UpdateToken(id=self._operator._next_id(), token=token))
+
     def _transition(self, new: CallState) -> bool:
         try:
             self._sm.go(new)
@@ -389,7 +395,7 @@ class _MediaLeg:
             device_playback_dropped=dev.playback_dropped if dev else 0,
         )
 
-    async def send_control(self, message: Mute | Dtmf | Ping | Hangup) -> None:
+    async def send_control(self, message: Mute | Dtmf | Ping | Hangup | UpdateToken) -> None:
         ws = self._ws
         if ws is None:
             return

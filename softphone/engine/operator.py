@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import httpx
 import websockets
@@ -31,7 +31,15 @@ from softphone.engine.call import AudioFactory, Call
 from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.engine.events import EventEmitter
 from softphone.engine.states import PRESENCE_TRANSITIONS, CallState, PresenceState, StateMachine
-from softphone.engine.tokens import GetToken, TokenInfo, redact, to_token_info
+from softphone.engine.tokens import (
+    GetToken,
+    TokenInfo,
+    TokenResult,
+    parse_expiry,
+    redact,
+    to_token_info,
+    token_url_provider,
+)
 from softphone.engine.transport import connect_ws, http_base, ws_url
 from softphone.protocol import (
     PROTOCOL_VERSION,
@@ -56,12 +64,16 @@ from softphone.protocol import (
     ProtocolError,
     Reject,
     SetAvailability,
+    UpdateToken,
     Welcome,
     decode_message,
     encode_message,
     validate_e164,
 )
 from softphone.protocol import http as api
+
+if TYPE_CHECKING:
+    from softphone.media.devices import DevicesChange
 
 log = logging.getLogger("audin.sdk")
 
@@ -76,6 +88,7 @@ EventName = Literal[
     "call_reconnecting",
     "call_reconnected",
     "devices_changed",
+    "token_will_expire",
     "error",
 ]
 
@@ -101,17 +114,24 @@ class Operator:
     def __init__(
         self,
         core_url: str,
-        get_token: GetToken,
+        get_token: GetToken | str,
         *,
         heartbeat_interval: float = 25.0,
         reconnect_backoff: Sequence[float] = DEFAULT_BACKOFF,
         audio: AudioManager | AudioFactory | Literal["pyaudio", "null"] = "pyaudio",
         request_timeout: float = 10.0,
+        token_refresh_margin: float = 10.0,
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
     ) -> None:
         self.core_url = http_base(core_url)
-        self._get_token = get_token
+        self._get_token: GetToken = (
+            token_url_provider(get_token) if isinstance(get_token, str) else get_token
+        )
+        if token_refresh_margin < 0:
+            raise ValueError("token_refresh_margin must be >= 0")
+        self.token_refresh_margin = float(token_refresh_margin)
+        self._refresher: asyncio.Task[None] | None = None
         if heartbeat_interval < 1:
             raise ValueError("heartbeat_interval must be at least 1 second")
         if not reconnect_backoff or any(d < 0 for d in reconnect_backoff):
@@ -199,6 +219,14 @@ class Operator:
     def on(
         self, event: Literal["error"], listener: Callable[[OperatorError], Any]
     ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, event: Literal["token_will_expire"], listener: Callable[[float], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, event: Literal["devices_changed"], listener: Callable[[DevicesChange], Any]
+    ) -> Callable[[], None]: ...
     def on(self, event: EventName, listener: Callable[[Any], Any]) -> Callable[[], None]:
         """Subscribe; returns a callable that unsubscribes. Listeners may be sync or async."""
         return self._events.on(event, listener)
@@ -246,6 +274,49 @@ class Operator:
     def token(self) -> str | None:
         """The last session token, redacted (the SDK never hands the raw token out)."""
         return redact(self._token.token) if self._token else None
+
+    async def update_token(self, token: TokenResult) -> None:
+        """Replace the session token on every open WebSocket (for callers who manage
+        tokens themselves; the SDK also does this by itself before expiry)."""
+        info = to_token_info(token)
+        self._token = info
+        ws = self._ws
+        if ws is not None:
+            await self._request(UpdateToken(id=self._next_id(), token=info.token))
+        call = self.current_call
+        if call is not None:
+            await call._update_token(info.token)
+
+    async def _refresh_tokens(self) -> None:
+        """``token_will_expire`` a margin before expiry, then a fresh token for every socket;
+        a failing ``get_token`` is retried with backoff until the token runs out."""
+        backoff = (1.0, 2.0, 5.0, 10.0, 30.0)
+        while True:
+            token = self._token
+            left = token.seconds_left() if token is not None else None
+            if left is None:
+                return  # no expiry known: nothing to schedule
+            await asyncio.sleep(max(0.0, left - self.token_refresh_margin))
+            self._emit("token_will_expire", max(0.0, self._token_left()))
+            attempt = 0
+            while True:
+                try:
+                    fresh = await self._fresh_token()
+                    await self.update_token(fresh)
+                    break
+                except OperatorError as exc:
+                    if exc.code not in (ClientErrorCode.TOKEN_FETCH_FAILED,):
+                        self._emit_error(exc)
+                    if self._token_left() <= 0 or self._ws is None:
+                        return  # the core closes with 4001; reconnecting fetches a new one
+                    delay = backoff[min(attempt, len(backoff) - 1)]
+                    attempt += 1
+                    await asyncio.sleep(min(delay, max(0.1, self._token_left() - 0.5)))
+
+    def _token_left(self) -> float:
+        token = self._token
+        left = token.seconds_left() if token is not None else None
+        return 0.0 if left is None else left
 
     async def list_phone_numbers(self) -> list[PhoneNumber]:
         """Numbers this operator may use. Retries once with a fresh token on HTTP 401."""
@@ -388,6 +459,9 @@ class Operator:
                 ClientErrorCode.PROTOCOL_VIOLATION, f"expected welcome, got {type(first).__name__}"
             )
         self._welcome = first
+        if token.expires_at is None:  # get_token gave no expiry: the core's word for it
+            with contextlib.suppress(ValueError):
+                self._token = TokenInfo(token.token, parse_expiry(first.expires_at))
         self._ws = ws
         self._last_rx = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -396,6 +470,10 @@ class Operator:
         if self._wanted is not None:
             await self._announce()
         self._set_state(PresenceState.ONLINE)
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_tokens(), name="token-refresher"
+            )
 
     async def _announce(self) -> AvailabilityResult:
         wanted = list(self._wanted or [])
@@ -406,6 +484,9 @@ class Operator:
         return self._availability
 
     async def _disconnect(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None and refresher is not asyncio.current_task():
+            refresher.cancel()
         ws, self._ws = self._ws, None
         for task in (self._heartbeat, self._reader):
             if task is not None and task is not asyncio.current_task():

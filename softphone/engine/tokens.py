@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +72,60 @@ def to_token_info(result: TokenResult) -> TokenInfo:
             raise ValueError("get_token result has no 'token' string")
         return TokenInfo(token, parse_expiry(result.get("expiresAt", result.get("expires_at"))))
     raise ValueError(f"get_token returned {type(result).__name__}, expected a mapping or a string")
+
+
+def token_command_provider(argv: Sequence[str], *, timeout: float = 15.0) -> GetToken:
+    """A ``get_token`` that runs a local command printing ``{token, expiresAt}`` as JSON (for
+    operators whose credentials live in a helper, e.g. over SSH). The command's stderr is
+    discarded, never logged: it may hold secrets."""
+    args = [str(a) for a in argv]
+    if not args:
+        raise ValueError("token command is empty")
+
+    async def get_token() -> TokenResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            raise OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED,
+                f"cannot run the token command {args[0]!r}: {exc.strerror or exc}",
+                exc,
+            ) from exc
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED,
+                f"the token command {args[0]!r} did not finish within {timeout:.0f} s",
+            ) from None
+        if proc.returncode != 0:
+            raise OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED,
+                f"the token command {args[0]!r} failed with exit status {proc.returncode}",
+            )
+        try:
+            data = json.loads(out)
+        except ValueError as exc:
+            raise OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED,
+                f"the token command {args[0]!r} did not print JSON",
+                exc,
+            ) from None
+        if not isinstance(data, dict):
+            raise OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED,
+                f"the token command {args[0]!r} printed no JSON object",
+            )
+        return data
+
+    return get_token
 
 
 def token_url_provider(
