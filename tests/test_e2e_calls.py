@@ -224,7 +224,7 @@ async def test_mute_sends_silence_and_dtmf_reaches_core(core: CoreServer, tmp_pa
         assert call.muted
         await call.send_dtmf("5")
         with pytest.raises(Exception, match="INVALID_DTMF"):
-            await call.send_dtmf("55")
+            await call.send_dtmf("5x")
         await wait_until(lambda: bool(core.core.calls[call.call_sid].dtmf), timeout=5)
         assert core.core.calls[call.call_sid].dtmf == ["5"]
         before = call.stats.frames_received

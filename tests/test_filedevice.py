@@ -270,7 +270,8 @@ def test_stop_interrupts_the_wait_promptly() -> None:
     t0 = time.monotonic()
     dev.stop()
     assert time.monotonic() - t0 < 1.0  # well under the 2 s join timeout, even on a busy CI
-    assert not any(t.name == NullAudioDevice.thread_name for t in threading.enumerate())
+    assert dev._thread is not None
+    assert not dev._thread.is_alive()
 
 
 class _StallingDevice(NullAudioDevice):

@@ -33,6 +33,7 @@ from softphone.protocol import (
     CallAnswered,
     CallCreated,
     CallEnded,
+    CallMessage,
     CallOffer,
     CallRinging,
     Channel,
@@ -52,6 +53,7 @@ from softphone.protocol import (
     Pong,
     ProtocolError,
     Reject,
+    SendMessage,
     SetAvailability,
     UpdateToken,
     Welcome,
@@ -91,6 +93,9 @@ SAMPLES: dict[type[Message], Message] = {
     UpdateToken: UpdateToken(id="r6", token="aaa.bbb.ccc"),
     Mute: Mute(muted=True),
     Dtmf: Dtmf(digits="0123456789*#ABCDw"),
+    SendMessage: SendMessage(
+        id="r7", call_sid=SID, content='{"ticket": 42}', content_type="application/json"
+    ),
     Welcome: Welcome(
         protocol=1,
         session_id="sess_1",
@@ -122,6 +127,7 @@ SAMPLES: dict[type[Message], Message] = {
     CallAnswered: CallAnswered(call_sid=SID),
     CallEnded: CallEnded(call_sid=SID, reason=EndReason.REMOTE_HANGUP, message="bye"),
     MediaReady: MediaReady(call_sid=SID, codec=Codec.PCMU, sample_rate=8000, frame_ms=20),
+    CallMessage: CallMessage(call_sid=SID, content="5", content_type="application/dtmf"),
     Ack: Ack(reply_to="r5"),
     Error: Error(code="BUSY", message="the operator already has an active call", reply_to="r2"),
 }
@@ -203,6 +209,7 @@ def test_message_types_are_unique_snake_case_and_well_partitioned() -> None:
         "update_token",
         "mute",
         "dtmf",
+        "send_message",
         "welcome",
         "pong",
         "availability",
@@ -212,6 +219,7 @@ def test_message_types_are_unique_snake_case_and_well_partitioned() -> None:
         "call_answered",
         "call_ended",
         "media_ready",
+        "call_message",
         "ack",
         "error",
     }

@@ -358,8 +358,13 @@ class AudioManager:
         """The device of ``call`` (the ringer is released first); falls back to a silent
         device with an ``error`` event if the sound card cannot be used."""
         await self.stop_ringing()
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_device, call))
         try:
-            device = await asyncio.to_thread(self._open_device, call)
+            device = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The call ended while the device was opening: stop it once it is open.
+            opening.add_done_callback(self._stop_abandoned)
+            raise
         except OperatorError as exc:
             self._emit("error", exc)
             device = NullAudioDevice()
@@ -367,6 +372,12 @@ class AudioManager:
         self._active = device
         self.processor = self._new_processor()
         return device
+
+    def _stop_abandoned(self, opening: asyncio.Future[AudioDevice]) -> None:
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        device = opening.result()
+        self._stops.add(asyncio.ensure_future(asyncio.to_thread(device.stop)))
 
     async def release(self, device: AudioDevice) -> None:
         if self._active is device:

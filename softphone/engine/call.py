@@ -28,6 +28,7 @@ from softphone.media import (
 from softphone.protocol import (
     Accept,
     CallEnded,
+    CallMessage,
     Channel,
     Direction,
     Dtmf,
@@ -41,6 +42,7 @@ from softphone.protocol import (
     Pong,
     ProtocolError,
     Reject,
+    SendMessage,
     UpdateToken,
     decode_audio_frame,
     decode_message,
@@ -66,9 +68,15 @@ CallEvent = Literal[
     "reconnecting",
     "reconnected",
     "disconnected",
+    "message_received",
+    "message_sent",
 ]
 
-_DTMF: Final = re.compile(r"^[0-9A-D*#]$")
+_DTMF_MAX: Final = 64
+_DTMF: Final = re.compile(rf"[0-9A-D*#w]{{1,{_DTMF_MAX}}}\Z")
+_DTMF_TONE: Final = 0.160
+_DTMF_GAP: Final = 0.070
+_DTMF_PAUSE: Final = 0.500
 _MULAW_SILENCE: Final = b"\xff" * PAYLOAD_BYTES
 _SEND_TICK: Final = 0.010
 _PING_EVERY: Final = 1.0
@@ -127,6 +135,8 @@ class Call:
         self._media: _MediaLeg | None = None
         self._events = EventEmitter(log)
         self.warnings: set[str] = set()
+        self.dtmf_sent = ""
+        """Every DTMF digit sent in this call, in order."""
 
     def __repr__(self) -> str:
         return (
@@ -141,7 +151,8 @@ class Call:
 
         ``ringing`` (has_early_media), ``accepted``, ``muted`` (muted), ``volume`` (input,
         output levels 0..1, every 50 ms), ``warning`` / ``warning_cleared`` (name),
-        ``reconnecting``, ``reconnected``, ``disconnected``.
+        ``reconnecting``, ``reconnected``, ``disconnected``, ``message_received`` and
+        ``message_sent`` (content, content_type).
         """
         return self._events.on(event, listener)
 
@@ -276,17 +287,54 @@ class Call:
             if not self._muted:
                 self._set_warning("speaking-while-muted", False)
 
-    async def send_dtmf(self, digit: str) -> None:
-        """Send one DTMF digit ("0"-"9", "*", "#", "A"-"D") to the far end."""
-        if not isinstance(digit, str) or not _DTMF.match(digit):
+    async def send_dtmf(self, digits: str) -> None:
+        """Send DTMF to the far end: "0"-"9", "*", "#", "A"-"D", and "w" for a 500 ms pause
+        (e.g. ``"12#w34"``). Digits go out 160 ms + 70 ms apart, the pace of a keypad, with
+        local feedback on the speaker. The whole string is validated before anything is sent.
+        """
+        if not isinstance(digits, str) or not _DTMF.match(digits):
             raise OperatorError(
-                ClientErrorCode.INVALID_DTMF, f"{digit!r} is not a DTMF digit (0-9, *, #, A-D)"
+                ClientErrorCode.INVALID_DTMF,
+                f"{digits!r} is not a DTMF sequence (0-9, *, #, A-D, w = 500 ms pause; "
+                f"at most {_DTMF_MAX} characters)",
             )
-        leg = self._media
-        if self.state != CallState.ACTIVE or leg is None:
+        if self.state != CallState.ACTIVE or self._media is None:
             raise OperatorError(ClientErrorCode.INVALID_STATE, "DTMF needs an active call")
-        await leg.send_control(Dtmf(digits=digit))
-        leg.play_locally(digit)
+        for i, digit in enumerate(digits):
+            leg = self._media
+            if self.state != CallState.ACTIVE or leg is None:
+                raise OperatorError(
+                    ClientErrorCode.INVALID_STATE,
+                    f"the call ended before DTMF {digits[i:]!r} was sent",
+                )
+            if digit == "w":
+                await asyncio.sleep(_DTMF_PAUSE)
+                continue
+            await leg.send_control(Dtmf(digits=digit))
+            leg.play_locally(digit)
+            self.dtmf_sent += digit
+            if i + 1 < len(digits):
+                await asyncio.sleep(_DTMF_TONE + _DTMF_GAP)
+
+    async def send_message(self, content: str, content_type: str = "text/plain") -> None:
+        """Send a message to the far end of the call (its server-side application); emits
+        ``message_sent`` once the core delivered it."""
+        if self.state not in (CallState.ACTIVE, CallState.RECONNECTING):
+            raise OperatorError(ClientErrorCode.INVALID_STATE, "messages need an active call")
+        request = SendMessage(
+            id=self._operator._next_id(),
+            call_sid=self.call_sid,
+            content=content,
+            content_type=content_type,
+        )
+        try:
+            validated = decode_message(
+                encode_message(request), channel=Channel.PRESENCE, sender="client"
+            )
+        except ProtocolError as exc:
+            raise OperatorError(exc.code, exc.message) from None
+        await self._operator._request(validated)
+        self._emit("message_sent", content, content_type)
 
     # ------------------------------------------------------------------ driven by the operator
 
@@ -507,6 +555,8 @@ class _MediaLeg:
                 elif isinstance(message, CallEnded):
                     await self._call._finish(message.reason, message.message)
                     return
+                elif isinstance(message, CallMessage):
+                    self._call._emit("message_received", message.content, message.content_type)
                 elif isinstance(message, Error):
                     self._op._emit_error(OperatorError(message.code, message.message))
         except websockets.ConnectionClosed:
@@ -524,7 +574,8 @@ class _MediaLeg:
         audio = self._op.audio
         device = await audio.open_for_call(self._call)
         self._device = device
-        if self._stopping:
+        if self._stopping:  # the call ended while the device was opening
+            await audio.release(device)
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time()

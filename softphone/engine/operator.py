@@ -48,6 +48,7 @@ from softphone.protocol import (
     CallAnswered,
     CallCreated,
     CallEnded,
+    CallMessage,
     CallOffer,
     CallRinging,
     Channel,
@@ -636,6 +637,9 @@ class Operator:
             case CallEnded():
                 if (call := self._calls.get(message.call_sid)) is not None:
                     await call._finish(message.reason, message.message)
+            case CallMessage():
+                if (call := self._calls.get(message.call_sid)) is not None:
+                    call._emit("message_received", message.content, message.content_type)
             case Pong():
                 self.rtt_ms = max(0.0, time.monotonic() - message.ts) * 1000
             case _:

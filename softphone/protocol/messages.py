@@ -38,6 +38,8 @@ Params = Annotated[
     msgspec.Meta(max_length=32),
 ]
 NumberIds = Annotated[list[Identifier], msgspec.Meta(max_length=100)]
+MAX_CONTENT_CHARS: Final = 4096
+ContentType = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.+-]+/[a-z0-9.+-]+\Z")]
 
 
 class Channel(StrEnum):
@@ -185,6 +187,18 @@ class Dtmf(Message, tag="dtmf", frozen=True):
     digits: Annotated[str, msgspec.Meta(pattern=DTMF_PATTERN)]
 
 
+class SendMessage(Message, tag="send_message", frozen=True):
+    """Send a message to the far end of a call (its server-side application). Answered with
+    ``ack`` once delivered."""
+
+    channels = _BOTH
+    sender = "client"
+    id: RequestId
+    call_sid: CallSid
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CHARS)]
+    content_type: ContentType = "text/plain"
+
+
 # --------------------------------------------------------------------------- core -> client
 
 
@@ -283,6 +297,18 @@ class MediaReady(Message, tag="media_ready", frozen=True):
     frame_ms: int = 20
 
 
+class CallMessage(Message, tag="call_message", frozen=True):
+    """A message from the far end of a call (e.g. the digits an IVR or the echo line heard,
+    with ``contentType`` ``application/dtmf``). Sent on the media leg, or on presence while
+    the call has no media leg."""
+
+    channels = _BOTH
+    sender = "core"
+    call_sid: CallSid
+    content: str
+    content_type: str = "text/plain"
+
+
 class Ack(Message, tag="ack", frozen=True):
     """Success answer to a request that has no richer answer (accept, reject, hangup...)."""
 
@@ -312,6 +338,7 @@ CLIENT_MESSAGES: Final[tuple[type[Message], ...]] = (
     UpdateToken,
     Mute,
     Dtmf,
+    SendMessage,
 )
 CORE_MESSAGES: Final[tuple[type[Message], ...]] = (
     Welcome,
@@ -323,6 +350,7 @@ CORE_MESSAGES: Final[tuple[type[Message], ...]] = (
     CallAnswered,
     CallEnded,
     MediaReady,
+    CallMessage,
     Ack,
     Error,
 )

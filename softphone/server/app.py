@@ -37,6 +37,7 @@ from softphone.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    SendMessage,
     UpdateToken,
     Welcome,
     check_version,
@@ -562,6 +563,9 @@ class CoreServer:
             await peer.send(Ack(reply_to=message.id))
         elif isinstance(message, UpdateToken):
             leg.claims = self._replace_token(peer, message)
+            await peer.send(Ack(reply_to=message.id))
+        elif isinstance(message, SendMessage):
+            await self.core.deliver_message(leg.claims, message)
             await peer.send(Ack(reply_to=message.id))
         else:
             raise ProtocolError(

@@ -31,6 +31,7 @@ from softphone.protocol import (
     CallAnswered,
     CallCreated,
     CallEnded,
+    CallMessage,
     CallOffer,
     CallRinging,
     CloseCode,
@@ -43,6 +44,7 @@ from softphone.protocol import (
     Message,
     ProtocolError,
     Reject,
+    SendMessage,
     SetAvailability,
     encode_audio_frame,
     validate_e164,
@@ -237,6 +239,9 @@ class Core:
             case Hangup():
                 await self.hangup(session.claims, message.call_sid)
                 await self._send(session, Ack(reply_to=message.id))
+            case SendMessage():
+                await self.deliver_message(session.claims, message)
+                await self._send(session, Ack(reply_to=message.id))
             case _:
                 raise ProtocolError(
                     ErrorCode.UNEXPECTED_MESSAGE, f"{type(message).__name__} is not handled here"
@@ -399,6 +404,25 @@ class Core:
         if call is None or call.account_id != claims.account_id:
             raise ProtocolError(ErrorCode.CALL_NOT_FOUND, f"no call {call_sid} for this operator")
         return call
+
+    async def deliver_message(self, claims: Claims, msg: SendMessage) -> None:
+        """An operator's ``send_message`` to the far end of its call in progress."""
+        call = self._call_for(claims, msg.call_sid)
+        if call.operator_key != (claims.account_id, claims.operator_ref):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this call belongs to another operator")
+        if call.status != CallStatus.IN_PROGRESS or call.far_end is None:
+            raise ProtocolError(ErrorCode.CALL_NOT_AVAILABLE, "the call is not in progress")
+        await call.far_end.on_message(msg.content, msg.content_type)
+
+    async def _send_message(self, call: CoreCall, content: str, content_type: str) -> None:
+        """A far end's message to the operator: on the media leg, else on presence."""
+        message = CallMessage(call_sid=call.sid, content=content, content_type=content_type)
+        leg = call.media
+        if leg is not None and not leg.peer.closed:
+            with contextlib.suppress(ConnectionError):
+                await leg.peer.send(message)
+                return
+        await self._notify_owner(call, message)
 
     # ------------------------------------------------------------------ inbound
 
@@ -739,3 +763,6 @@ class _Link:
 
     async def hangup(self) -> None:
         await self._core.remote_hangup(self._call.sid)
+
+    async def send_message(self, content: str, content_type: str = "text/plain") -> None:
+        await self._core._send_message(self._call, content, content_type)

@@ -16,6 +16,7 @@ from typing import Final, Protocol
 from softphone.protocol import EndReason
 
 ECHO_NUMBER: Final = "+15550100"
+DTMF_CONTENT_TYPE: Final = "application/dtmf"
 
 
 class FarEndLink(Protocol):
@@ -26,6 +27,9 @@ class FarEndLink(Protocol):
 
     async def hangup(self) -> None:
         """The far end hangs up (the operator sees ``remote_hangup``)."""
+
+    async def send_message(self, content: str, content_type: str = "text/plain") -> None:
+        """Send a ``call_message`` to the operator."""
 
 
 class CallControl(Protocol):
@@ -51,15 +55,26 @@ class FarEnd(ABC):
     async def on_dtmf(self, digits: str) -> None:  # noqa: B027 (optional hook)
         """DTMF digits from the operator."""
 
+    async def on_message(self, content: str, content_type: str) -> None:  # noqa: B027
+        """A ``send_message`` from the operator (optional hook)."""
+
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """The call ended; release what the far end holds."""
 
 
 class EchoFarEnd(FarEnd):
-    """Plays back every frame it receives at once (the lowest delay the core can give)."""
+    """Plays back every frame it receives at once (the lowest delay the core can give),
+    reports the DTMF digits it hears as ``call_message`` ``application/dtmf``, and sends
+    every message it receives straight back."""
 
     async def on_audio(self, payload: bytes) -> None:
         await self.link.send_audio(payload)
+
+    async def on_dtmf(self, digits: str) -> None:
+        await self.link.send_message(digits, DTMF_CONTENT_TYPE)
+
+    async def on_message(self, content: str, content_type: str) -> None:
+        await self.link.send_message(content, content_type)
 
 
 class Destination(ABC):
