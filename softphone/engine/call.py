@@ -124,6 +124,9 @@ class Call:
         self.end_reason: EndReason | None = None
         self.end_message = ""
         self._muted = False
+        self.codec: str | None = None
+        """The audio codec of the media leg (``PCMU``), known once media is ready."""
+        self.account_id = operator.account_id
         self.created_at = time.time()
         self.answered_at: float | None = None
         self.ended_at: float | None = None
@@ -182,6 +185,32 @@ class Call:
     @property
     def muted(self) -> bool:
         return self._muted
+
+    @property
+    def is_muted(self) -> bool:
+        """Whether the microphone is muted (the seed's ``isMuted()``)."""
+        return self._muted
+
+    @property
+    def custom_parameters(self) -> dict[str, str]:
+        """The custom parameters of the call: given to ``dial(params=...)``, or sent by the
+        core with an inbound offer."""
+        return dict(self.params)
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """What the core said about the call (the seed's ``parameters``)."""
+        values = {
+            "CallSid": self.call_sid,
+            "From": self.from_,
+            "To": self.to,
+            "Direction": self.direction.value,
+        }
+        if self.account_id:
+            values["AccountSid"] = self.account_id
+        if self.phone_number_id:
+            values["PhoneNumberId"] = self.phone_number_id
+        return values
 
     @property
     def is_ended(self) -> bool:
@@ -469,7 +498,9 @@ class _MediaLeg:
             await ws.close()
             await self._call._finish(first.reason, first.message)
             return None
-        if not isinstance(first, MediaReady):
+        if isinstance(first, MediaReady):
+            self._call.codec = first.codec.value
+        else:
             await ws.close()
             raise OperatorError(
                 ClientErrorCode.PROTOCOL_VIOLATION, f"expected media_ready, got {first}"

@@ -196,7 +196,45 @@ class Operator:
 
     @property
     def identity(self) -> str | None:
+        """The operator's identity (``operatorRef``) as the core confirmed it."""
         return self._welcome.operator_ref if self._welcome else None
+
+    @property
+    def account_id(self) -> str | None:
+        return self._welcome.account_id if self._welcome else None
+
+    @property
+    def home(self) -> str:
+        """The core serving this operator."""
+        return self.core_url
+
+    @property
+    def log_level(self) -> int:
+        """Verbosity of the SDK's logger (``logging`` levels); never logs tokens."""
+        return self._log.getEffectiveLevel()
+
+    @log_level.setter
+    def log_level(self, level: int | str) -> None:
+        self._log.setLevel(level)
+
+    @staticmethod
+    def is_supported() -> bool:
+        """True when this machine can run calls with sound: PortAudio (PyAudio) loads. The
+        SDK itself runs anywhere Python 3.11 does; without PortAudio, use file or silent
+        audio."""
+        from softphone.media.devices import load_pyaudio
+
+        try:
+            load_pyaudio()
+        except Exception:
+            return False
+        return True
+
+    async def disconnect_all(self) -> None:
+        """Hang up every call (pending offers are rejected); presence stays as it is."""
+        for call in list(self._calls.values()):
+            with contextlib.suppress(OperatorError):
+                await call.hangup()
 
     # ------------------------------------------------------------------ events
 
