@@ -74,3 +74,39 @@ async def test_disconnect_all_ends_calls_and_offers(core: CoreServer) -> None:
 
 def test_is_supported_reports_the_sound_backend() -> None:
     assert Operator.is_supported() is True  # PyAudio is part of the install
+
+
+async def test_feedback_is_stored_by_the_core_and_limited_to_own_calls(core: CoreServer) -> None:
+    import pytest
+
+    from softphone.engine import OperatorError
+
+    a = sandbox_operator(core.url, "op-a")
+    b = sandbox_operator(core.url, "op-b")
+    try:
+        call = await a.dial("+15550100")
+        assert await call.wait_started(10)
+        await call.hangup()
+        await call.post_feedback(2, "choppy-audio")  # after the call, as operators do
+        await call.post_feedback(4)
+        assert core.store.feedback(call.call_sid) == [
+            ("op-a", 2, "choppy-audio"),
+            ("op-a", 4, None),
+        ]
+        for score, issue in ((0, None), (6, None), (3, "bad-vibes")):
+            with pytest.raises(OperatorError) as bad:
+                await call.post_feedback(score, issue)
+            assert bad.value.code == "INVALID_FEEDBACK"
+        # Another operator of the account cannot rate op-a's call.
+        other = await b.dial("+15550100")
+        assert await other.wait_started(10)
+        from softphone.protocol import PostFeedback
+
+        with pytest.raises(OperatorError) as refused:
+            await b._request(PostFeedback(id="x1", call_sid=call.call_sid, score=1))
+        assert refused.value.code == "FORBIDDEN"
+        await other.hangup()
+    finally:
+        await a.close()
+        await b.close()
+    assert len(core.store.feedback(call.call_sid)) == 2

@@ -44,6 +44,7 @@ from softphone.protocol import (
     EndReason,
     Error,
     ErrorCode,
+    FeedbackIssue,
     Hangup,
     Hello,
     MediaReady,
@@ -51,6 +52,7 @@ from softphone.protocol import (
     Mute,
     Ping,
     Pong,
+    PostFeedback,
     ProtocolError,
     Reject,
     SendMessage,
@@ -93,6 +95,7 @@ SAMPLES: dict[type[Message], Message] = {
     UpdateToken: UpdateToken(id="r6", token="aaa.bbb.ccc"),
     Mute: Mute(muted=True),
     Dtmf: Dtmf(digits="0123456789*#ABCDw"),
+    PostFeedback: PostFeedback(id="r8", call_sid=SID, score=2, issue=FeedbackIssue.CHOPPY_AUDIO),
     SendMessage: SendMessage(
         id="r7", call_sid=SID, content='{"ticket": 42}', content_type="application/json"
     ),
@@ -210,6 +213,7 @@ def test_message_types_are_unique_snake_case_and_well_partitioned() -> None:
         "mute",
         "dtmf",
         "send_message",
+        "post_feedback",
         "welcome",
         "pong",
         "availability",

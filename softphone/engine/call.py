@@ -34,12 +34,14 @@ from softphone.protocol import (
     Dtmf,
     EndReason,
     Error,
+    FeedbackIssue,
     Hangup,
     Hello,
     MediaReady,
     Mute,
     Ping,
     Pong,
+    PostFeedback,
     ProtocolError,
     Reject,
     SendMessage,
@@ -344,6 +346,26 @@ class Call:
             self.dtmf_sent += digit
             if i + 1 < len(digits):
                 await asyncio.sleep(_DTMF_TONE + _DTMF_GAP)
+
+    async def post_feedback(self, score: int, issue: str | None = None) -> None:
+        """Rate the call 1 (bad) to 5 (excellent), optionally naming what went wrong:
+        ``audio-latency``, ``choppy-audio``, ``dropped-call``, ``echo``, ``noisy-call``,
+        ``one-way-audio``. Stored by the core; usually sent after the call ended."""
+        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+            raise OperatorError(ClientErrorCode.INVALID_FEEDBACK, f"score {score!r} is not 1-5")
+        try:
+            reason = FeedbackIssue(issue) if issue is not None else None
+        except ValueError:
+            names = ", ".join(i.value for i in FeedbackIssue)
+            raise OperatorError(
+                ClientErrorCode.INVALID_FEEDBACK, f"issue {issue!r} is not one of: {names}"
+            ) from None
+        await self._operator._ensure_connected()
+        await self._operator._request(
+            PostFeedback(
+                id=self._operator._next_id(), call_sid=self.call_sid, score=score, issue=reason
+            )
+        )
 
     async def send_message(self, content: str, content_type: str = "text/plain") -> None:
         """Send a message to the far end of the call (its server-side application); emits

@@ -199,6 +199,28 @@ class SendMessage(Message, tag="send_message", frozen=True):
     content_type: ContentType = "text/plain"
 
 
+class FeedbackIssue(StrEnum):
+    """What went wrong in a call, as the operator reports it with ``post_feedback``."""
+
+    AUDIO_LATENCY = "audio-latency"
+    CHOPPY_AUDIO = "choppy-audio"
+    DROPPED_CALL = "dropped-call"
+    ECHO = "echo"
+    NOISY_CALL = "noisy-call"
+    ONE_WAY_AUDIO = "one-way-audio"
+
+
+class PostFeedback(Message, tag="post_feedback", frozen=True):
+    """The operator's rating of a call (usually after it ended), stored by the core."""
+
+    channels = _PRESENCE
+    sender = "client"
+    id: RequestId
+    call_sid: CallSid
+    score: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    issue: FeedbackIssue | None = None
+
+
 # --------------------------------------------------------------------------- core -> client
 
 
@@ -339,6 +361,7 @@ CLIENT_MESSAGES: Final[tuple[type[Message], ...]] = (
     Mute,
     Dtmf,
     SendMessage,
+    PostFeedback,
 )
 CORE_MESSAGES: Final[tuple[type[Message], ...]] = (
     Welcome,

@@ -42,6 +42,7 @@ from softphone.protocol import (
     Hangup,
     MediaReady,
     Message,
+    PostFeedback,
     ProtocolError,
     Reject,
     SendMessage,
@@ -242,6 +243,9 @@ class Core:
             case SendMessage():
                 await self.deliver_message(session.claims, message)
                 await self._send(session, Ack(reply_to=message.id))
+            case PostFeedback():
+                self.store_feedback(session.claims, message)
+                await self._send(session, Ack(reply_to=message.id))
             case _:
                 raise ProtocolError(
                     ErrorCode.UNEXPECTED_MESSAGE, f"{type(message).__name__} is not handled here"
@@ -413,6 +417,23 @@ class Core:
         if call.status != CallStatus.IN_PROGRESS or call.far_end is None:
             raise ProtocolError(ErrorCode.CALL_NOT_AVAILABLE, "the call is not in progress")
         await call.far_end.on_message(msg.content, msg.content_type)
+
+    def store_feedback(self, claims: Claims, msg: PostFeedback) -> None:
+        """Keep an operator's rating of one of its own calls (ended or not)."""
+        row = self.store.call(msg.call_sid)
+        if row is None or row.account_id != claims.account_id:
+            raise ProtocolError(ErrorCode.CALL_NOT_FOUND, f"no call {msg.call_sid} for you")
+        if row.operator_ref != claims.operator_ref:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the call was handled by another operator")
+        self.store.add_feedback(
+            call_sid=msg.call_sid,
+            account_id=claims.account_id,
+            operator_ref=claims.operator_ref,
+            score=msg.score,
+            issue=msg.issue.value if msg.issue is not None else None,
+            now=self._now(),
+        )
+        log.info("feedback on %s: %d %s", msg.call_sid, msg.score, msg.issue or "")
 
     async def _send_message(self, call: CoreCall, content: str, content_type: str) -> None:
         """A far end's message to the operator: on the media leg, else on presence."""

@@ -57,6 +57,15 @@ CREATE TABLE IF NOT EXISTS calls (
     ended_at        TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_by_account ON calls(account_id, created_at);
+CREATE TABLE IF NOT EXISTS feedback (
+    call_sid      TEXT NOT NULL,
+    account_id    TEXT NOT NULL,
+    operator_ref  TEXT NOT NULL,
+    score         INTEGER NOT NULL,
+    issue         TEXT,
+    created_at    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback(call_sid);
 """
 
 
@@ -262,6 +271,30 @@ class Store:
             answered_at=_opt(values[12]),
             ended_at=_opt(values[13]),
         )
+
+    def add_feedback(
+        self,
+        *,
+        call_sid: str,
+        account_id: str,
+        operator_ref: str,
+        score: int,
+        issue: str | None,
+        now: str,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
+                (call_sid, account_id, operator_ref, score, issue, now),
+            )
+
+    def feedback(self, call_sid: str) -> list[tuple[str, int, str | None]]:
+        """(operator_ref, score, issue) of every feedback on a call, oldest first."""
+        rows = self._all(
+            "SELECT operator_ref, score, issue FROM feedback WHERE call_sid = ? ORDER BY rowid",
+            (call_sid,),
+        )
+        return [(str(ref), int(str(score)), _opt(issue)) for ref, score, issue in rows]
 
     def end_open_calls(self, reason: str, message: str, now: str) -> int:
         """Mark every call not yet completed as ended (crash recovery at start-up)."""
