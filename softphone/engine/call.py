@@ -17,9 +17,11 @@ from websockets.asyncio.client import ClientConnection
 
 from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.engine.events import EventEmitter
+from softphone.engine.quality import QualityMonitor
 from softphone.engine.states import CALL_TRANSITIONS, CallState, InvalidTransition, StateMachine
 from softphone.media import (
     AudioDevice,
+    FlatInputDetector,
     SpeakingWhileMuted,
     decode_mulaw,
     dtmf_sound,
@@ -72,6 +74,9 @@ CallEvent = Literal[
     "disconnected",
     "message_received",
     "message_sent",
+    "cancelled",
+    "rejected",
+    "sample",
 ]
 
 _DTMF_MAX: Final = 64
@@ -156,8 +161,10 @@ class Call:
 
         ``ringing`` (has_early_media), ``accepted``, ``muted`` (muted), ``volume`` (input,
         output levels 0..1, every 50 ms), ``warning`` / ``warning_cleared`` (name),
-        ``reconnecting``, ``reconnected``, ``disconnected``, ``message_received`` and
-        ``message_sent`` (content, content_type).
+        ``reconnecting``, ``reconnected``, ``message_received`` and ``message_sent``
+        (content, content_type), ``sample`` (CallSample, once a second), ``cancelled`` (the
+        offer was ignored here or withdrawn, or an outbound call was hung up before an
+        answer), ``rejected`` (the offer was rejected), then ``disconnected`` for every end.
         """
         return self._events.on(event, listener)
 
@@ -449,6 +456,10 @@ class Call:
                 await self._media.stop()
         finally:
             self._operator._call_finished(self)
+            if reason in (EndReason.CANCELLED, EndReason.IGNORED):
+                self._emit("cancelled")
+            elif reason == EndReason.REJECTED:
+                self._emit("rejected")
             self._emit("disconnected")
             self._ended.set()
 
@@ -470,6 +481,7 @@ class _MediaLeg:
         self._sequence = 0
         self._timestamp = 0
         self._rtts: list[float] = []
+        self.quality = QualityMonitor()
 
     def _finished(self) -> bool:
         return self._stopping or self._call.is_ended
@@ -587,6 +599,9 @@ class _MediaLeg:
                         self.frames_malformed += 1
                         continue
                     self.frames_received += 1
+                    self.quality.frame_received(
+                        frame.sequence, frame.timestamp, time.monotonic(), len(raw)
+                    )
                     device = self._device
                     if device is not None:
                         pcm = decode_mulaw(frame.payload)
@@ -634,7 +649,11 @@ class _MediaLeg:
         deadline = loop.time()
         next_ping = 0.0
         next_level = 0.0
+        started = loop.time()
+        next_sample = started + 1.0
         muted_talk = SpeakingWhileMuted()
+        flat_input = FlatInputDetector()
+        flat = False
         while True:
             deadline += _SEND_TICK
             delay = deadline - loop.time()
@@ -661,6 +680,7 @@ class _MediaLeg:
                 except websockets.ConnectionClosed:
                     break
                 self.frames_sent += 1
+                self.quality.frame_sent(len(frame))
             now = loop.time()
             if now >= next_level:
                 next_level = now + _LEVEL_EVERY
@@ -668,6 +688,23 @@ class _MediaLeg:
                 self._call._emit("volume", level_in, level_out)
                 talking = self._call.muted and muted_talk.update(level_in, now)
                 self._call._set_warning("speaking-while-muted", talking)
+                flat = flat_input.update(level_in, now, muted=self._call.muted)
+            if now >= next_sample:
+                next_sample = max(next_sample + 1.0, now + 0.5)
+                level_in, level_out = device.levels.read()
+                sample, raised, cleared = self.quality.sample(
+                    at=now - started,
+                    codec=self._call.codec or "PCMU",
+                    rtt_ms=self._rtts[-1] * 1000 if self._rtts else None,
+                    input_level=level_in,
+                    output_level=level_out,
+                    input_flat=flat,
+                )
+                self._call._emit("sample", sample)
+                for name in sorted(raised):
+                    self._call._set_warning(name, True)
+                for name in sorted(cleared):
+                    self._call._set_warning(name, False)
             if ws is not None and now >= next_ping:
                 next_ping = now + _PING_EVERY
                 await self.send_control(Ping(ts=time.monotonic()))
