@@ -114,7 +114,7 @@ class Operator:
 
     def __init__(
         self,
-        core_url: str,
+        core_url: str | Sequence[str],
         get_token: GetToken | str,
         *,
         heartbeat_interval: float = 25.0,
@@ -125,7 +125,13 @@ class Operator:
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
     ) -> None:
-        self.core_url = http_base(core_url)
+        urls = [core_url] if isinstance(core_url, str) else list(core_url)
+        if not urls:
+            raise ValueError("core_url needs at least one URL")
+        self.edges: tuple[str, ...] = tuple(http_base(u) for u in urls)
+        """The cores to use, in order of preference (the seed's ``edge``)."""
+        self.core_url = self.edges[0]
+        """The core in use now (``home``); media legs and HTTP requests go there."""
         self._get_token: GetToken = (
             token_url_provider(get_token) if isinstance(get_token, str) else get_token
         )
@@ -205,8 +211,12 @@ class Operator:
 
     @property
     def home(self) -> str:
-        """The core serving this operator."""
+        """The core serving this operator (one of ``edges``)."""
         return self.core_url
+
+    def _edge_order(self) -> list[str]:
+        """Edges to try: the preferred order, so the first reachable one becomes home."""
+        return list(self.edges)
 
     @property
     def log_level(self) -> int:
@@ -359,18 +369,9 @@ class Operator:
 
     async def list_phone_numbers(self) -> list[PhoneNumber]:
         """Numbers this operator may use. Retries once with a fresh token on HTTP 401."""
-        url = self.core_url + api.PHONE_NUMBERS_PATH
         token = self._token if self._token is not None else await self._fresh_token()
         for attempt in range(2):
-            try:
-                async with httpx.AsyncClient(timeout=self.request_timeout) as client:
-                    response = await client.get(
-                        url, headers={"Authorization": f"Bearer {token.token}"}
-                    )
-            except httpx.HTTPError as exc:
-                raise OperatorError(
-                    ClientErrorCode.REQUEST_FAILED, f"cannot list numbers at {url}: {exc}", exc
-                ) from exc
+            response = await self._get_numbers(token)
             if response.status_code == 401:
                 if attempt == 0:
                     token = await self._fresh_token()
@@ -392,6 +393,29 @@ class Operator:
                 raise OperatorError(ClientErrorCode.REQUEST_FAILED, exc.message, exc) from exc
             return [PhoneNumber(n.id, n.phone_number, n.display_name) for n in body.phone_numbers]
         raise AssertionError("unreachable")
+
+    async def _get_numbers(self, token: TokenInfo) -> httpx.Response:
+        """GET the number list from home, failing over to the other edges if unreachable."""
+        order = [self.core_url, *(e for e in self._edge_order() if e != self.core_url)]
+        failure: Exception | None = None
+        for base in order:
+            url = base + api.PHONE_NUMBERS_PATH
+            try:
+                async with httpx.AsyncClient(timeout=self.request_timeout) as client:
+                    response = await client.get(
+                        url, headers={"Authorization": f"Bearer {token.token}"}
+                    )
+            except httpx.HTTPError as exc:
+                failure = exc
+                continue
+            if self._ws is None:
+                self.core_url = base
+            return response
+        raise OperatorError(
+            ClientErrorCode.REQUEST_FAILED,
+            f"cannot list numbers at {', '.join(order)}: {failure}",
+            failure,
+        )
 
     # ------------------------------------------------------------------ presence
 
@@ -466,9 +490,7 @@ class Operator:
     async def _establish(self) -> None:
         """Connect, say hello, restore availability, go online."""
         token = await self._fresh_token()
-        ws = await connect_ws(
-            ws_url(self.core_url, api.PRESENCE_PATH), token.token, timeout=self.request_timeout
-        )
+        ws = await self._connect_edge(token)
         try:
             await ws.send(
                 encode_message(
@@ -513,6 +535,30 @@ class Operator:
             self._refresher = asyncio.get_running_loop().create_task(
                 self._refresh_tokens(), name="token-refresher"
             )
+
+    async def _connect_edge(self, token: TokenInfo) -> ClientConnection:
+        """Open presence on the first reachable edge, in order; it becomes ``home``. Only
+        unreachable edges are skipped: a refusal (bad token, wrong version) is final."""
+        unreachable = (ClientErrorCode.CONNECTION_FAILED, ClientErrorCode.TIMEOUT)
+        last: OperatorError | None = None
+        for base in self._edge_order():
+            try:
+                ws = await connect_ws(
+                    ws_url(base, api.PRESENCE_PATH), token.token, timeout=self.request_timeout
+                )
+            except OperatorError as exc:
+                if exc.code not in unreachable:
+                    raise
+                last = exc
+                if len(self.edges) > 1:
+                    self._log.info("edge %s unreachable: %s", base, exc.message)
+                continue
+            if base != self.core_url:
+                self._log.info("home is now %s", base)
+            self.core_url = base
+            return ws
+        assert last is not None
+        raise last
 
     async def _announce(self) -> AvailabilityResult:
         wanted = list(self._wanted or [])
