@@ -107,3 +107,34 @@ async def test_far_end_audio_passes_the_jitter_buffer_in_order(
     assert stats.playback_late == 0
     assert stats.playback_lost == 0
     assert stats.playback_target_ms <= 60
+
+
+async def test_alaw_is_negotiated_from_codec_preferences(core: CoreServer, tmp_path: Path) -> None:
+    from .test_e2e_calls import find_delay
+
+    play, record = tmp_path / "noise.wav", tmp_path / "rec.wav"
+    source = write_noise(play, 1.0)
+    device = FileAudioDevice(play, record)
+    operator = sandbox_operator(core.url, audio=lambda _c: device, codec_preferences=("PCMA",))
+    try:
+        call = await operator.dial("+15550100")
+        assert await call.wait_started(10)
+        assert call.codec == "PCMA"
+        assert core.core.calls[call.call_sid].media is not None
+        assert core.core.calls[call.call_sid].media.codec == "PCMA"  # type: ignore[union-attr]
+        await wait_until(lambda: device.ticks >= 50 + 15, timeout=10)
+        await call.hangup()
+    finally:
+        await operator.close()
+    lag, score = find_delay(source, read_wav(record))
+    assert score > 0.99  # encoded and decoded as A-law both ways: the echo is the signal
+    assert lag / 8 < 250
+
+
+def test_codec_choice_of_the_core() -> None:
+    from softphone.protocol import choose_codec
+
+    assert choose_codec(["PCMA", "PCMU"]) == "PCMA"
+    assert choose_codec(["opus", "PCMU"]) == "PCMU"  # unknown names are skipped
+    assert choose_codec(["opus"]) == "PCMU"  # every v1 peer speaks PCMU
+    assert choose_codec([]) == "PCMU"

@@ -222,3 +222,36 @@ def test_resample_rejects_bad_input() -> None:
         resample_linear(np.zeros(10, dtype=np.float32), 48000, 8000)
     with pytest.raises(ValueError, match="positive"):
         resample_linear(np.zeros(10, dtype=np.int16), 0, 8000)
+
+
+# -- A-law ---------------------------------------------------------------------------------
+
+
+def test_alaw_encode_matches_audioop_for_every_sample(audioop: types.ModuleType) -> None:
+    from softphone.media.g711 import encode_alaw
+
+    reference = np.frombuffer(audioop.lin2alaw(ALL_SAMPLES.tobytes(), 2), dtype=np.uint8)
+    np.testing.assert_array_equal(encode_alaw(ALL_SAMPLES), reference)
+    np.testing.assert_array_equal(encode_alaw(ALL_SAMPLES.tobytes()), reference)
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 7, 256])
+def test_alaw_decode_matches_audioop(audioop: types.ModuleType, length: int) -> None:
+    from softphone.media.g711 import decode_alaw
+
+    codes = (np.arange(length * 37, dtype=np.int64) % 256).astype(np.uint8)[:length]
+    reference = np.frombuffer(audioop.alaw2lin(codes.tobytes(), 2), dtype=np.int16)
+    np.testing.assert_array_equal(decode_alaw(codes), reference)
+    np.testing.assert_array_equal(decode_alaw(codes.tobytes()), reference)
+
+
+def test_alaw_decode_every_code_and_sqnr() -> None:
+    from softphone.media.g711 import decode_alaw, encode_alaw
+
+    t = np.arange(8000) / 8000
+    sine = np.rint(np.sin(2 * np.pi * 1000 * t) * 32767 * 10 ** (-10 / 20)).astype(np.int16)
+    back = decode_alaw(encode_alaw(sine)).astype(np.float64)
+    noise = back - sine
+    sqnr = 10 * np.log10(np.mean(sine.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert sqnr > 35
+    assert len(set(decode_alaw(ALL_CODES).tolist())) == 256  # A-law has no duplicate zero

@@ -307,7 +307,13 @@ GOLDEN: list[tuple[Message, dict[str, Any]]] = [
     ),
     (
         Hello(protocol=1),
-        {"type": "hello", "protocol": 1, "client": "", "heartbeatInterval": 25.0},
+        {
+            "type": "hello",
+            "protocol": 1,
+            "client": "",
+            "heartbeatInterval": 25.0,
+            "codecs": ["PCMU"],
+        },
     ),
     (Error(code="BUSY", message="m"), {"type": "error", "code": "BUSY", "message": "m"}),
 ]

@@ -27,11 +27,13 @@ from softphone.media import (
     dtmf_sound,
     encode_mulaw,
 )
+from softphone.media.g711 import decode_alaw, encode_alaw
 from softphone.protocol import (
     Accept,
     CallEnded,
     CallMessage,
     Channel,
+    Codec,
     Direction,
     Dtmf,
     EndReason,
@@ -85,6 +87,7 @@ _DTMF_TONE: Final = 0.160
 _DTMF_GAP: Final = 0.070
 _DTMF_PAUSE: Final = 0.500
 _MULAW_SILENCE: Final = b"\xff" * PAYLOAD_BYTES
+_ALAW_SILENCE: Final = b"\xd5" * PAYLOAD_BYTES
 _SEND_TICK: Final = 0.010
 _PING_EVERY: Final = 1.0
 _LEVEL_EVERY: Final = 0.050
@@ -482,6 +485,9 @@ class _MediaLeg:
         self._timestamp = 0
         self._rtts: list[float] = []
         self.quality = QualityMonitor()
+        self._encode = encode_mulaw
+        self._decode = decode_mulaw
+        self._silence = _MULAW_SILENCE
 
     def _finished(self) -> bool:
         return self._stopping or self._call.is_ended
@@ -520,9 +526,13 @@ class _MediaLeg:
         token = await self._op._fresh_token()
         url = ws_url(self._op.core_url, f"/v1/calls/{self._call.call_sid}/media")
         ws = await connect_ws(url, token.token, timeout=self._op.request_timeout)
-        await ws.send(
-            encode_message(Hello(protocol=1, client=self._op.client_name, heartbeat_interval=5.0))
+        hello = Hello(
+            protocol=1,
+            client=self._op.client_name,
+            heartbeat_interval=5.0,
+            codecs=list(self._op.codec_preferences),
         )
+        await ws.send(encode_message(hello))
         raw = await asyncio.wait_for(ws.recv(), self._op.request_timeout)
         first = decode_message(raw, channel=Channel.MEDIA, sender="core")
         if isinstance(first, Error):
@@ -534,6 +544,10 @@ class _MediaLeg:
             return None
         if isinstance(first, MediaReady):
             self._call.codec = first.codec.value
+            alaw = first.codec == Codec.PCMA
+            self._encode = encode_alaw if alaw else encode_mulaw
+            self._decode = decode_alaw if alaw else decode_mulaw
+            self._silence = _ALAW_SILENCE if alaw else _MULAW_SILENCE
         else:
             await ws.close()
             raise OperatorError(
@@ -604,7 +618,7 @@ class _MediaLeg:
                     )
                     device = self._device
                     if device is not None:
-                        pcm = decode_mulaw(frame.payload)
+                        pcm = self._decode(frame.payload)
                         processor = self._op.audio.processor
                         if processor is not None:
                             processor.process_render(pcm)
@@ -667,7 +681,7 @@ class _MediaLeg:
             while (pcm := device.read_frame()) is not None:
                 if processor is not None:
                     pcm = processor.process_capture(pcm)
-                payload = _MULAW_SILENCE if self._call.muted else encode_mulaw(pcm).tobytes()
+                payload = self._silence if self._call.muted else self._encode(pcm).tobytes()
                 if ws is None or self._call.state != CallState.ACTIVE:
                     continue
                 frame = encode_audio_frame(

@@ -122,6 +122,7 @@ class Operator:
         audio: AudioManager | AudioFactory | Literal["pyaudio", "null"] = "pyaudio",
         request_timeout: float = 10.0,
         token_refresh_margin: float = 10.0,
+        codec_preferences: Sequence[str] = ("PCMU", "PCMA"),
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
     ) -> None:
@@ -138,6 +139,10 @@ class Operator:
         if token_refresh_margin < 0:
             raise ValueError("token_refresh_margin must be >= 0")
         self.token_refresh_margin = float(token_refresh_margin)
+        unknown = [c for c in codec_preferences if c not in ("PCMU", "PCMA")]
+        if unknown or not codec_preferences:
+            raise ValueError(f"codec_preferences must name PCMU and/or PCMA, got {unknown}")
+        self.codec_preferences = tuple(codec_preferences)
         self._refresher: asyncio.Task[None] | None = None
         if heartbeat_interval < 1:
             raise ValueError("heartbeat_interval must be at least 1 second")

@@ -19,7 +19,7 @@ from softphone.media.device import (
 )
 from softphone.media.devices import AudioSystem, DeviceInfo, DevicesChange, quiet_stderr
 from softphone.media.filedevice import FileAudioDevice
-from softphone.media.g711 import decode_mulaw, encode_mulaw
+from softphone.media.g711 import decode_alaw, decode_mulaw, encode_alaw, encode_mulaw
 from softphone.media.jitter import JitterBuffer, JitterStats
 from softphone.media.levels import (
     FlatInputDetector,
@@ -74,10 +74,12 @@ __all__ = [
     "SoundMixer",
     "SpeakingWhileMuted",
     "busy_tone",
+    "decode_alaw",
     "decode_mulaw",
     "dtmf_sequence",
     "dtmf_sound",
     "dtmf_tone",
+    "encode_alaw",
     "encode_mulaw",
     "frame_level",
     "quiet_stderr",

@@ -69,7 +69,18 @@ class EndReason(StrEnum):
 
 
 class Codec(StrEnum):
+    """G.711 payloads of audio frames: μ-law (every v1 peer supports it) and A-law."""
+
     PCMU = "PCMU"
+    PCMA = "PCMA"
+
+
+def choose_codec(preferences: list[str]) -> Codec:
+    """The first codec of the client's ``hello.codecs`` this end supports, else PCMU."""
+    for name in preferences:
+        if name in Codec.__members__:
+            return Codec(name)
+    return Codec.PCMU
 
 
 def validate_e164(number: str) -> str:
@@ -105,6 +116,9 @@ class Hello(Message, tag="hello", frozen=True):
     protocol: int
     client: ShortText = ""
     heartbeat_interval: Annotated[float, msgspec.Meta(ge=1, le=300)] = 25.0
+    codecs: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=16)]], msgspec.Meta(max_length=8)
+    ] = msgspec.field(default_factory=lambda: ["PCMU"])
 
 
 class Ping(Message, tag="ping", frozen=True):

@@ -536,7 +536,7 @@ class CoreServer:
             return peer.ws
         leg: MediaLeg | None = None
         try:
-            leg = await self.core.attach_media(call, claims, peer)
+            leg = await self.core.attach_media(call, claims, peer, hello.codecs)
             await self._read_loop(peer, Channel.MEDIA, lambda m: self._on_media(leg, peer, m), leg)
         except ProtocolError as exc:
             await peer.fail(exc.code, exc.message, CloseCode.PROTOCOL_ERROR)

@@ -35,6 +35,7 @@ from softphone.protocol import (
     CallOffer,
     CallRinging,
     CloseCode,
+    Codec,
     Dial,
     Direction,
     EndReason,
@@ -47,6 +48,7 @@ from softphone.protocol import (
     Reject,
     SendMessage,
     SetAvailability,
+    choose_codec,
     encode_audio_frame,
     validate_e164,
 )
@@ -126,6 +128,7 @@ class MediaLeg:
     call: CoreCall
     claims: Claims
     peer: Peer
+    codec: Codec = Codec.PCMU
     muted: bool = False
     frames_in: int = 0
     frames_out: int = 0
@@ -523,17 +526,19 @@ class Core:
             raise ProtocolError(ErrorCode.FORBIDDEN, "this call belongs to another operator")
         return call
 
-    async def attach_media(self, call: CoreCall, claims: Claims, peer: Peer) -> MediaLeg:
+    async def attach_media(
+        self, call: CoreCall, claims: Claims, peer: Peer, codecs: list[str] | None = None
+    ) -> MediaLeg:
         self.check_media_access(claims, call.sid)
         old = call.media
-        leg = MediaLeg(call, claims, peer)
+        leg = MediaLeg(call, claims, peer, codec=choose_codec(codecs or []))
         call.media = leg
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.peer.close(CloseCode.MEDIA_LEG_REPLACED, "replaced by a newer media leg")
         self._disarm(call, "media")
         self._disarm(call, "reconnect")
-        await peer.send(MediaReady(call_sid=call.sid))
+        await peer.send(MediaReady(call_sid=call.sid, codec=leg.codec))
         if call.status == CallStatus.INITIATED:
             self._spawn(call, self._route(call))
         elif call.status == CallStatus.CONNECTING:
