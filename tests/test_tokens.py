@@ -52,7 +52,7 @@ async def test_tokens_are_renewed_on_open_sockets_before_they_expire(
         call.on("reconnecting", lambda: reconnects.append("media"))
         await wait_until(lambda: call.duration >= 11.0, timeout=20)
         assert expiring, "token_will_expire never fired"
-        assert 0 < expiring[0] <= 7.0
+        assert 6.0 < expiring[0] <= 7.05  # seconds left on the first token to expire
         assert len(fetched) >= 3  # presence, media leg, at least one renewal
         assert operator.state == PresenceState.ONLINE
         assert call.state == CallState.ACTIVE

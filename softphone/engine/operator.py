@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import httpx
@@ -144,6 +145,7 @@ class Operator:
             raise ValueError(f"codec_preferences must name PCMU and/or PCMA, got {unknown}")
         self.codec_preferences = tuple(codec_preferences)
         self._refresher: asyncio.Task[None] | None = None
+        self._earliest_expiry: datetime | None = None
         if heartbeat_interval < 1:
             raise ValueError("heartbeat_interval must be at least 1 second")
         if not reconnect_backoff or any(d < 0 for d in reconnect_backoff):
@@ -321,6 +323,7 @@ class Operator:
             self._emit_error(error)
             raise error from exc
         self._token = info
+        self._note_expiry(info)
         self._log.debug("token fetched %s", redact(info.token))
         return info
 
@@ -334,6 +337,7 @@ class Operator:
         tokens themselves; the SDK also does this by itself before expiry)."""
         info = to_token_info(token)
         self._token = info
+        self._earliest_expiry = info.expires_at  # every socket gets this token now
         ws = self._ws
         if ws is not None:
             await self._request(UpdateToken(id=self._next_id(), token=info.token))
@@ -346,12 +350,11 @@ class Operator:
         a failing ``get_token`` is retried with backoff until the token runs out."""
         backoff = (1.0, 2.0, 5.0, 10.0, 30.0)
         while True:
-            token = self._token
-            left = token.seconds_left() if token is not None else None
+            left = self._token_left()
             if left is None:
                 return  # no expiry known: nothing to schedule
             await asyncio.sleep(max(0.0, left - self.token_refresh_margin))
-            self._emit("token_will_expire", max(0.0, self._token_left()))
+            self._emit("token_will_expire", max(0.0, self._token_left() or 0.0))
             attempt = 0
             while True:
                 try:
@@ -361,16 +364,25 @@ class Operator:
                 except OperatorError as exc:
                     if exc.code not in (ClientErrorCode.TOKEN_FETCH_FAILED,):
                         self._emit_error(exc)
-                    if self._token_left() <= 0 or self._ws is None:
+                    remaining = self._token_left() or 0.0
+                    if remaining <= 0 or self._ws is None:
                         return  # the core closes with 4001; reconnecting fetches a new one
                     delay = backoff[min(attempt, len(backoff) - 1)]
                     attempt += 1
-                    await asyncio.sleep(min(delay, max(0.1, self._token_left() - 0.5)))
+                    await asyncio.sleep(min(delay, max(0.1, remaining - 0.5)))
 
-    def _token_left(self) -> float:
-        token = self._token
-        left = token.seconds_left() if token is not None else None
-        return 0.0 if left is None else left
+    def _note_expiry(self, info: TokenInfo) -> None:
+        """Track the earliest expiry among the tokens the open sockets use."""
+        if info.expires_at is not None and (
+            self._earliest_expiry is None or info.expires_at < self._earliest_expiry
+        ):
+            self._earliest_expiry = info.expires_at
+
+    def _token_left(self) -> float | None:
+        """Seconds until the first token in use expires (None: no expiry known)."""
+        if self._earliest_expiry is None:
+            return None
+        return (self._earliest_expiry - datetime.now(UTC)).total_seconds()
 
     async def list_phone_numbers(self) -> list[PhoneNumber]:
         """Numbers this operator may use. Retries once with a fresh token on HTTP 401."""
@@ -528,6 +540,7 @@ class Operator:
         if token.expires_at is None:  # get_token gave no expiry: the core's word for it
             with contextlib.suppress(ValueError):
                 self._token = TokenInfo(token.token, parse_expiry(first.expires_at))
+                self._note_expiry(self._token)
         self._ws = ws
         self._last_rx = time.monotonic()
         loop = asyncio.get_running_loop()
