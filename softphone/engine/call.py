@@ -478,8 +478,6 @@ class _MediaLeg:
         self._sender: asyncio.Task[None] | None = None
         self._device: AudioDevice | None = None
         self._stopping = False
-        self.frames_sent = 0
-        self.frames_received = 0
         self.frames_malformed = 0
         self._sequence = 0
         self._timestamp = 0
@@ -502,8 +500,8 @@ class _MediaLeg:
         rtt = self._rtts[-1] * 1000 if self._rtts else None
         median = statistics.median(self._rtts) * 1000 if self._rtts else None
         return CallStats(
-            frames_sent=self.frames_sent,
-            frames_received=self.frames_received,
+            frames_sent=self.quality.frames_sent,
+            frames_received=self.quality.frames_received,
             frames_malformed=self.frames_malformed,
             rtt_ms=rtt,
             rtt_median_ms=median,
@@ -612,7 +610,6 @@ class _MediaLeg:
                     except ProtocolError:
                         self.frames_malformed += 1
                         continue
-                    self.frames_received += 1
                     self.quality.frame_received(
                         frame.sequence, frame.timestamp, time.monotonic(), len(raw)
                     )
@@ -693,7 +690,6 @@ class _MediaLeg:
                     await ws.send(frame)
                 except websockets.ConnectionClosed:
                     break
-                self.frames_sent += 1
                 self.quality.frame_sent(len(frame))
             now = loop.time()
             if now >= next_level:
