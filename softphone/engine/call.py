@@ -33,6 +33,7 @@ from softphone.protocol import (
     CallEnded,
     CallMessage,
     Channel,
+    CloseCode,
     Codec,
     Direction,
     Dtmf,
@@ -79,6 +80,7 @@ CallEvent = Literal[
     "cancelled",
     "rejected",
     "sample",
+    "error",
 ]
 
 _DTMF_MAX: Final = 64
@@ -91,7 +93,11 @@ _ALAW_SILENCE: Final = b"\xd5" * PAYLOAD_BYTES
 _SEND_TICK: Final = 0.010
 _PING_EVERY: Final = 1.0
 _LEVEL_EVERY: Final = 0.050
-_MEDIA_RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
+_MEDIA_RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0)
+"""Pauses between attempts to re-open a dropped media leg (the last one repeats), all within
+the operator's ``media_reconnect_window``."""
+_NO_REOPEN: Final = frozenset({CloseCode.PROTOCOL_ERROR, CloseCode.UNSUPPORTED_VERSION})
+"""Close codes after which a media leg is not re-opened (docs/protocol.md, close codes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,7 @@ class Call:
         self._media_ready = False
         self._ended = asyncio.Event()
         self._finishing = False
+        self._local_end: tuple[EndReason, str] | None = None
         self._started = asyncio.Event()
         self._media: _MediaLeg | None = None
         self._events = EventEmitter(log)
@@ -165,7 +172,8 @@ class Call:
         ``ringing`` (has_early_media), ``accepted``, ``muted`` (muted), ``volume`` (input,
         output levels 0..1, every 50 ms), ``warning`` / ``warning_cleared`` (name),
         ``reconnecting``, ``reconnected``, ``message_received`` and ``message_sent``
-        (content, content_type), ``sample`` (CallSample, once a second), ``cancelled`` (the
+        (content, content_type), ``sample`` (CallSample, once a second), ``error``
+        (OperatorError about this call; the operator's ``error`` gets it too), ``cancelled`` (the
         offer was ignored here or withdrawn, or an outbound call was hung up before an
         answer), ``rejected`` (the offer was rejected), then ``disconnected`` for every end.
         """
@@ -179,6 +187,11 @@ class Call:
 
     def _emit(self, event: CallEvent, *args: Any) -> None:
         self._events.emit(event, *args)
+
+    def _emit_error(self, error: OperatorError) -> None:
+        """An error about this call: the call's ``error`` event, then the operator's."""
+        self._events.emit("error", error)
+        self._operator._emit_error(error)
 
     def _set_warning(self, name: str, active: bool) -> None:
         if active and name not in self.warnings:
@@ -302,18 +315,26 @@ class Call:
 
     async def hangup(self) -> None:
         """End the call (or cancel it before answer). Safe to call in any state."""
+        await self._hang_up(None, "hung up")
+
+    async def _hang_up(self, reason: EndReason | None, message: str) -> None:
+        """Tell the core to end the call, then end it here with ``reason`` (default: hangup,
+        or cancelled before an answer)."""
         if self.is_ended:
             return
         if self.state == CallState.PENDING:
             await self.reject()
             return
-        message = Hangup(id=self._operator._next_id(), call_sid=self.call_sid)
+        if reason is not None:
+            self._local_end = (reason, message)  # the core's call_ended may come first
+        request = Hangup(id=self._operator._next_id(), call_sid=self.call_sid)
         try:
-            await self._operator._request(message)
+            await self._operator._request(request)
         except OperatorError as exc:
             log.info("hangup request failed (%s); ending locally", exc.code)
-        answered = self.answered_at is not None
-        await self._finish(EndReason.HANGUP if answered else EndReason.CANCELLED, "hung up")
+        if reason is None:
+            reason = EndReason.HANGUP if self.answered_at is not None else EndReason.CANCELLED
+        await self._finish(reason, message)
         await self._ended.wait()
 
     async def mute(self, on: bool = True) -> None:
@@ -450,6 +471,8 @@ class Call:
         if self._finishing:
             return
         self._finishing = True
+        if self._local_end is not None:
+            reason, message = self._local_end
         self._transition(CallState.ENDED)
         self.end_reason = reason
         self.end_message = message
@@ -465,6 +488,20 @@ class Call:
                 self._emit("rejected")
             self._emit("disconnected")
             self._ended.set()
+
+
+def _reopenable(exc: BaseException) -> bool:
+    """Whether a failed re-open is worth another try: unreachable cores and lost sockets are,
+    a refusal by the core (the call is gone, access denied) is not."""
+    if isinstance(exc, OperatorError):
+        return exc.code in (
+            ClientErrorCode.CONNECTION_FAILED,
+            ClientErrorCode.CONNECTION_LOST,
+            ClientErrorCode.TIMEOUT,
+            ClientErrorCode.TOKEN_FETCH_FAILED,
+            ClientErrorCode.MEDIA_FAILED,
+        )
+    return True
 
 
 class _MediaLeg:
@@ -555,10 +592,19 @@ class _MediaLeg:
 
     async def _run(self) -> None:
         call = self._call
+        window = self._op.media_reconnect_window
+        lost_at: float | None = None  # monotonic time the open leg dropped
         attempt = 0
         while not self._finished():
             try:
-                ws = await self._open()
+                if lost_at is None:
+                    ws = await self._open()
+                else:  # re-opening: every attempt stays inside the window
+                    left = window - (time.monotonic() - lost_at)
+                    if left <= 0:
+                        raise TimeoutError(f"not re-opened within {window:g} s")
+                    async with asyncio.timeout(left):
+                        ws = await self._open()
             except (
                 OperatorError,
                 ProtocolError,
@@ -566,40 +612,59 @@ class _MediaLeg:
                 TimeoutError,
                 websockets.WebSocketException,
             ) as exc:
-                if call.state in (CallState.ACTIVE, CallState.RECONNECTING) and attempt < len(
-                    _MEDIA_RECONNECT_DELAYS
-                ):
-                    await asyncio.sleep(_MEDIA_RECONNECT_DELAYS[attempt])
+                if self._finished():
+                    return
+                left = window - (time.monotonic() - lost_at) if lost_at is not None else 0.0
+                if call.state == CallState.RECONNECTING and left > 0 and _reopenable(exc):
+                    pause = _MEDIA_RECONNECT_DELAYS[min(attempt, len(_MEDIA_RECONNECT_DELAYS) - 1)]
                     attempt += 1
+                    log.info("media leg of %s: re-open failed (%s)", call.call_sid, exc)
+                    await asyncio.sleep(min(pause, left))
                     continue
                 err = (
                     exc
                     if isinstance(exc, OperatorError)
-                    else OperatorError(ClientErrorCode.MEDIA_FAILED, str(exc), exc)
+                    else OperatorError(ClientErrorCode.MEDIA_FAILED, str(exc) or repr(exc), exc)
                 )
-                self._op._emit_error(
-                    OperatorError(err.code, f"media leg failed: {err.message}", exc)
-                )
-                await call._finish(EndReason.FAILED, f"media leg failed: {err.message}")
+                if lost_at is not None:
+                    message = (
+                        f"the media leg dropped and could not be re-opened within {window:g} s"
+                        f" ({err.message})"
+                    )
+                else:
+                    message = f"media leg failed: {err.message}"
+                call._emit_error(OperatorError(err.code, message, exc))
+                await call._finish(EndReason.FAILED, message)
                 return
             if ws is None:
                 return
             self._ws = ws
             attempt = 0
             if call.state == CallState.RECONNECTING:
+                lost_at = None
                 call._transition(CallState.ACTIVE)
                 call._emit("reconnected")
                 self._op._emit("call_reconnected", call)
             else:
                 call._on_media_ready()
             await self._receive(ws)
+            self._ws = None
             if self._finished():
                 return
+            code = ws.close_code
+            if code in _NO_REOPEN:
+                message = f"the core closed the media leg ({code}: {ws.close_reason or 'refused'})"
+                call._emit_error(OperatorError(ClientErrorCode.MEDIA_FAILED, message))
+                await call._finish(EndReason.FAILED, message)
+                return
             # The leg dropped while the call goes on: re-open it with a fresh token.
+            lost_at = time.monotonic()
             if call.state == CallState.ACTIVE:
                 call._transition(CallState.RECONNECTING)
                 call._emit("reconnecting")
                 self._op._emit("call_reconnecting", call)
+            elif call.state != CallState.RECONNECTING:
+                lost_at = None  # not answered yet: the first open is retried as before
 
     async def _receive(self, ws: ClientConnection) -> None:
         try:
@@ -624,7 +689,7 @@ class _MediaLeg:
                 try:
                     message = decode_message(raw, channel=Channel.MEDIA, sender="core")
                 except ProtocolError as exc:
-                    self._op._emit_error(
+                    self._call._emit_error(
                         OperatorError(exc.code, f"from the media leg: {exc.message}")
                     )
                     continue
@@ -637,7 +702,7 @@ class _MediaLeg:
                 elif isinstance(message, CallMessage):
                     self._call._emit("message_received", message.content, message.content_type)
                 elif isinstance(message, Error):
-                    self._op._emit_error(OperatorError(message.code, message.message))
+                    self._call._emit_error(OperatorError(message.code, message.message))
         except websockets.ConnectionClosed:
             return
 

@@ -124,6 +124,8 @@ class Operator:
         request_timeout: float = 10.0,
         token_refresh_margin: float = 10.0,
         codec_preferences: Sequence[str] = ("PCMU", "PCMA"),
+        media_reconnect_window: float = 10.0,
+        close_protection: bool = False,
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
     ) -> None:
@@ -144,6 +146,12 @@ class Operator:
         if unknown or not codec_preferences:
             raise ValueError(f"codec_preferences must name PCMU and/or PCMA, got {unknown}")
         self.codec_preferences = tuple(codec_preferences)
+        if media_reconnect_window <= 0:
+            raise ValueError("media_reconnect_window must be > 0 seconds")
+        self.media_reconnect_window = float(media_reconnect_window)
+        """Seconds a call may spend re-opening a dropped media leg before it ends ``failed``."""
+        self.close_protection = close_protection
+        """When true, ``close()`` refuses while a call is live (``close(force=True)`` wins)."""
         self._refresher: asyncio.Task[None] | None = None
         self._earliest_expiry: datetime | None = None
         if heartbeat_interval < 1:
@@ -312,7 +320,17 @@ class Operator:
     async def _fresh_token(self) -> TokenInfo:
         """Call ``get_token`` (always a new token, as the seed SDK does)."""
         try:
-            info = to_token_info(await self._get_token())
+            async with asyncio.timeout(self.request_timeout):
+                result = await self._get_token()
+            info = to_token_info(result)
+        except TimeoutError as exc:
+            error = OperatorError(
+                ClientErrorCode.TOKEN_FETCH_FAILED,
+                f"get_token gave no token within {self.request_timeout:g} s",
+                exc,
+            )
+            self._emit_error(error)
+            raise error from None
         except OperatorError as exc:
             self._emit_error(exc)
             raise
@@ -456,7 +474,7 @@ class Operator:
                 await call._finish(EndReason.OFFLINE, "went offline")
             elif not call.is_ended:
                 with contextlib.suppress(OperatorError):
-                    await call.hangup()
+                    await call._hang_up(EndReason.OFFLINE, "went offline")
                 await call._finish(EndReason.OFFLINE, "went offline")
         await self._disconnect()
         if self.state in (
@@ -466,10 +484,19 @@ class Operator:
         ):
             self._set_state(PresenceState.OFFLINE)
 
-    async def close(self) -> None:
-        """Go offline, end everything, remove listeners; the operator is then destroyed."""
+    async def close(self, *, force: bool = False) -> None:
+        """Go offline, end everything, remove listeners; the operator is then destroyed.
+
+        With ``close_protection`` on, a live call makes this raise ``CALL_IN_PROGRESS``
+        instead (the seed's close protection); ``force=True`` closes anyway."""
         if self.state == PresenceState.DESTROYED:
             return
+        if self.close_protection and not force and self.current_call is not None:
+            raise OperatorError(
+                ClientErrorCode.CALL_IN_PROGRESS,
+                f"a call is in progress ({self.current_call.call_sid}); hang up first, or"
+                " close(force=True)",
+            )
         await self.go_offline()
         if self._tasks:  # ringtone starts and stops still in flight
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -482,7 +509,7 @@ class Operator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.close(force=True)
 
     def _check_alive(self) -> None:
         if self.state == PresenceState.DESTROYED:
@@ -642,11 +669,19 @@ class Operator:
         self._fail_pending(
             OperatorError(ClientErrorCode.CONNECTION_LOST, "presence connection lost")
         )
-        if close_code == CloseCode.UNSUPPORTED_VERSION:
-            self._emit_error(
+        if close_code in (CloseCode.UNSUPPORTED_VERSION, CloseCode.PROTOCOL_ERROR):
+            # Reconnecting would be refused the same way (docs/protocol.md, close codes).
+            error = (
                 OperatorError(ErrorCode.UNSUPPORTED_VERSION, "the core does not speak protocol v1")
+                if close_code == CloseCode.UNSUPPORTED_VERSION
+                else OperatorError(
+                    ClientErrorCode.PROTOCOL_VIOLATION,
+                    "the core closed presence for a protocol error (4000); not reconnecting",
+                )
             )
-            self._set_state(PresenceState.OFFLINE)
+            self._emit_error(error)
+            if self.state in (PresenceState.ONLINE, PresenceState.RECONNECTING):
+                self._set_state(PresenceState.OFFLINE)
             return
         if self._wanted is None or self.state != PresenceState.ONLINE:
             return
@@ -675,15 +710,22 @@ class Operator:
                     self._emit_error(exc)
 
     async def _beat(self, ws: ClientConnection) -> None:
+        """A ``ping`` every interval; the link is dead once nothing (pong or anything else)
+        arrived for two intervals: it is aborted and the reader starts reconnecting."""
         interval = self.heartbeat_interval
+        next_ping = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self._last_rx > 2 * interval:
+            dead_at = self._last_rx + 2 * interval
+            await asyncio.sleep(max(0.0, min(next_ping, dead_at) - time.monotonic()))
+            now = time.monotonic()
+            if now - self._last_rx >= 2 * interval:
                 self._log.warning("no traffic for %.0f s: presence link is dead", 2 * interval)
                 ws.transport.abort()
                 return
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await ws.send(encode_message(Ping(ts=time.monotonic())))
+            if now >= next_ping:
+                next_ping = now + interval
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await ws.send(encode_message(Ping(ts=time.monotonic())))
 
     def _next_id(self) -> str:
         return f"r{next(self._ids)}"
