@@ -22,9 +22,16 @@ from softphone.server.core import CoreTimings
 
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[CoreServer]:
-    """An in-process sandbox core on an ephemeral loopback port."""
+    """An in-process sandbox core on an ephemeral loopback port. Its echo line answers right
+    after ``call_ringing`` (``echo_ring=0``): tests speaking the raw protocol send audio as
+    soon as ``media_ready`` arrives. Other timings are the defaults."""
     server = CoreServer(
-        CoreConfig(data_dir=tmp_path / "core", port=0, sandbox=True, timings=CoreTimings())
+        CoreConfig(
+            data_dir=tmp_path / "core",
+            port=0,
+            sandbox=True,
+            timings=CoreTimings(echo_ring=0.0),
+        )
     )
     await server.start()
     try:

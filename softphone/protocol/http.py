@@ -21,6 +21,8 @@ INBOUND_CALLS_PATH: Final = "/v1/admin/inbound-calls"
 ADMIN_CALL_PATH_TEMPLATE: Final = "/v1/admin/calls/{call_sid}"
 ADMIN_HANGUP_PATH_TEMPLATE: Final = "/v1/admin/calls/{call_sid}/hangup"
 SANDBOX_TOKEN_PATH: Final = "/sandbox/token"
+CALLER_GENERATOR_PATH: Final = "/v1/sandbox/caller-generator"
+ADMIN_CALLER_GENERATOR_PATH: Final = "/v1/admin/caller-generator"
 
 T = TypeVar("T")
 
@@ -88,6 +90,23 @@ class CallRecord(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     answered_at: str | None
     ended_at: str | None
     params: dict[str, str]
+
+
+class CallerGeneratorUpdate(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """``PUT /v1/sandbox/caller-generator`` (or ``/v1/admin/caller-generator``) body: switch
+    the sandbox's caller generator on or off; ``null`` interval = keep the current one."""
+
+    enabled: bool
+    mean_interval_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] | None = None
+
+
+class CallerGeneratorState(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """The caller generator as it is now (answer of GET and PUT)."""
+
+    enabled: bool
+    mean_interval_seconds: float
+    numbers: list[str]
+    calls_placed: int
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -49,9 +49,12 @@ from softphone.protocol import (
 )
 from softphone.protocol import http as api
 from softphone.server.auth import ApiKeyVerifier, Claims, TokenAuthority, bearer, utc_iso
-from softphone.server.core import Core, CoreTimings, MediaLeg, OperatorSession
+from softphone.server.callers import DEFAULT_MEAN_INTERVAL, CallerGenerator
+from softphone.server.core import Core, MediaLeg, OperatorSession
 from softphone.server.network import SimulatedNetwork
 from softphone.server.store import PhoneNumberRow, Store
+from softphone.server.timings import CoreTimings
+from softphone.server.voices import DEFAULT_ASSETS_DIR
 
 log = logging.getLogger("audin.core")
 
@@ -74,6 +77,14 @@ class CoreConfig:
     token_ttl: int = 3600
     admin_key: str | None = None
     timings: CoreTimings = field(default_factory=CoreTimings)
+    caller_generator: bool = False
+    """Start the sandbox's caller generator on (sandbox only; switchable at run time)."""
+    caller_interval: float = DEFAULT_MEAN_INTERVAL
+    """Mean seconds between two generated calls."""
+    caller_seed: int | None = None
+    """Seed of the caller generator's random numbers (reproducible runs and tests)."""
+    assets_dir: Path = DEFAULT_ASSETS_DIR
+    """Folder of the sandbox voice clips (``assets/sandbox`` of the source tree)."""
 
     @property
     def db_path(self) -> Path:
@@ -199,13 +210,22 @@ class CoreServer:
     """audin-core as an embeddable object: ``async with CoreServer(config) as core: ...``."""
 
     def __init__(self, config: CoreConfig) -> None:
+        if config.caller_generator and not config.sandbox:
+            raise ValueError("the caller generator needs a sandbox core (sandbox=True)")
         self.config = config
         self.store = Store(config.db_path)
         self.admin_key = config.admin_key or load_or_create_admin_key(config.admin_key_path)
         self.tokens = TokenAuthority(self.store)
         self.api_keys = ApiKeyVerifier(self.store)
-        self.network = SimulatedNetwork()
+        self.network = SimulatedNetwork(config.timings, config.assets_dir)
         self.core = Core(self.store, self.network, config.timings)
+        self.callers = CallerGenerator(
+            self.core,
+            SANDBOX_ACCOUNT,
+            [(pn_id, number) for pn_id, number, _ in SANDBOX_NUMBERS],
+            mean_interval=config.caller_interval,
+            seed=config.caller_seed,
+        )
         self._peers: set[WsPeer] = set()
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -215,6 +235,8 @@ class CoreServer:
             log.warning("marked %d unfinished calls from a previous run as failed", recovered)
         if config.sandbox:
             self._seed_sandbox()
+            if self.network.voices_problem is not None:
+                log.warning("%s", self.network.voices_problem)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -235,6 +257,10 @@ class CoreServer:
         app.router.add_post(api.INBOUND_CALLS_PATH, self.admin_inbound)
         app.router.add_get("/v1/admin/calls/{call_sid}", self.admin_call)
         app.router.add_post("/v1/admin/calls/{call_sid}/hangup", self.admin_hangup)
+        app.router.add_get(api.CALLER_GENERATOR_PATH, self.sandbox_callers)
+        app.router.add_put(api.CALLER_GENERATOR_PATH, self.sandbox_callers)
+        app.router.add_get(api.ADMIN_CALLER_GENERATOR_PATH, self.admin_callers)
+        app.router.add_put(api.ADMIN_CALLER_GENERATOR_PATH, self.admin_callers)
         if self.config.sandbox:
             app.router.add_post(api.SANDBOX_TOKEN_PATH, self.sandbox_token)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
@@ -245,8 +271,11 @@ class CoreServer:
         await web.SockSite(self._runner, sock).start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         log.info("audin-core listening on %s (sandbox=%s)", self.url, self.config.sandbox)
+        if self.config.caller_generator:
+            await self.callers.configure(enabled=True)
 
     async def stop(self) -> None:
+        await self.callers.stop()
         await self.core.shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -422,6 +451,34 @@ class CoreServer:
         self._require_admin(request)
         call = await self.core.remote_hangup(request.match_info["call_sid"])
         return json_response({"callSid": call.sid, "status": call.status.value})
+
+    async def sandbox_callers(self, request: web.Request) -> web.Response:
+        """``GET``/``PUT /v1/sandbox/caller-generator``: the operator's own switch."""
+        claims = self._claims(request)
+        if claims.account_id != SANDBOX_ACCOUNT:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "the caller generator belongs to the sandbox account; this token is not for it",
+            )
+        return await self._callers(request)
+
+    async def admin_callers(self, request: web.Request) -> web.Response:
+        """``GET``/``PUT /v1/admin/caller-generator`` (``audin-core callers``)."""
+        self._require_admin(request)
+        return await self._callers(request)
+
+    async def _callers(self, request: web.Request) -> web.Response:
+        if not self.config.sandbox:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                "the caller generator runs only on a sandbox core (audin-core --sandbox)",
+            )
+        if request.method == "PUT":
+            body = api.decode_body(await request.read(), api.CallerGeneratorUpdate)
+            await self.callers.configure(
+                enabled=body.enabled, mean_interval=body.mean_interval_seconds
+            )
+        return json_response(self.callers.state())
 
     async def not_found(self, request: web.Request) -> web.Response:
         version = path_version(request.path)

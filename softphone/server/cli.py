@@ -1,10 +1,12 @@
 """``audin-core``: run the reference operator core and administer it.
 
-audin-core [--sandbox] [--host H] [--port P] [--data-dir D]   serve (the default)
-audin-core inbound --to NUMBER --from NUMBER                  a simulated caller rings
-audin-core hangup CALL_SID                                    the far end hangs up
-audin-core call CALL_SID                                      show a call record
-audin-core account create NAME [--number E164 ...]            new account and API key
+audin-core [--sandbox [--caller-generator]] [--host H] [--port P] [--data-dir D]
+                                                       serve (the default)
+audin-core inbound --to NUMBER --from NUMBER           a simulated caller rings
+audin-core hangup CALL_SID                             the far end hangs up
+audin-core call CALL_SID                               show a call record
+audin-core callers on|off|status [--interval S]        the sandbox's caller generator
+audin-core account create NAME [--number E164 ...]     new account and API key
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import secrets
 import signal
 import sys
@@ -33,34 +34,86 @@ from softphone.server.app import (
     load_or_create_admin_key,
 )
 from softphone.server.auth import new_api_key, utc_iso
+from softphone.server.callers import DEFAULT_MEAN_INTERVAL
+from softphone.server.logs import setup_logging
+from softphone.server.network import BUSY_MESSAGE, IVR_DIGITS_CONTENT_TYPE
 from softphone.server.store import PhoneNumberRow, Store
+from softphone.server.timings import CoreTimings
 
 DEFAULT_PORT = 8765
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+MIN_CALLER_INTERVAL = 0.1
+MAX_CALLER_INTERVAL = 3600.0
 
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("audin-core", appauthor=False))
 
 
-def _setup_logging(level: str) -> None:
-    from rich.logging import RichHandler
+def _commands_help() -> str:
+    t = CoreTimings()
+    return f"""\
+commands (each has its own --help):
+  audin-core [serve] [options]       run the core (the default)
+  audin-core inbound --to E164 --from E164
+                                     a simulated caller rings one of the core's numbers
+  audin-core hangup CALL_SID         the far end of a call hangs up
+  audin-core call CALL_SID           show the stored record of a call
+  audin-core callers on|off|status [--interval S]
+                                     switch the sandbox's caller generator of the running
+                                     core (PUT/GET /v1/admin/caller-generator)
+  audin-core account create NAME [--number E164 ...]
+                                     new account and API key (printed once)
 
-    handler = RichHandler(show_path=False, rich_tracebacks=True, console=None)
-    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler])
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+sandbox network (--sandbox; docs/sandbox.md):
+  +15550100 echo line        rings {t.echo_ring:g} s, answers, plays back what it hears
+  +15550101 IVR              rings {t.ring:g} s with early-media ringback, speaks a menu,
+                             collects DTMF up to # or {t.ivr_digit_timeout:g} s without a key,
+                             reads the entry back and sends it as call_message
+                             {IVR_DIGITS_CONTENT_TYPE}
+  +15550102 busy line        ends rejected ("{BUSY_MESSAGE}") after {t.busy_delay:g} s
+  +15550103 no-answer line   rings {t.no_answer_timeout:g} s, ends no_answer
+  +15550104 failing line     ends failed at once
+  +15550105 speech line      rings {t.ring:g} s, plays a recorded message {t.speech_plays} times,
+                             hangs up (remote_hangup)
+  --caller-generator: simulated customers call {", ".join(n for _, n, _ in SANDBOX_NUMBERS)}
+  while an operator is online there (random intervals, mean --caller-interval); switch it
+  with `audin-core callers on|off` or, with the operator's own token,
+  PUT {api.CALLER_GENERATOR_PATH}.
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="audin-core",
         description="Reference operator core for audin-phone (protocol v1).",
+        epilog=_commands_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--sandbox", action="store_true", help="seed a demo account and serve /sandbox/token"
+    )
+    p.add_argument(
+        "--caller-generator",
+        action="store_true",
+        help="sandbox: start with the caller generator on (simulated inbound calls)",
+    )
+    p.add_argument(
+        "--caller-interval",
+        type=float,
+        default=DEFAULT_MEAN_INTERVAL,
+        metavar="S",
+        help=f"mean seconds between generated calls (default {DEFAULT_MEAN_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--caller-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of the caller generator (reproducible intervals and callers)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
@@ -75,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--token-ttl", type=int, default=3600, help="session token lifetime in seconds")
     p.add_argument("--json", action="store_true", help="print the URLs as one JSON line on start")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="logs on stderr: readable text, or one JSON object per line (secrets masked)",
+    )
     return p
 
 
@@ -93,7 +152,13 @@ def _admin_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    commands = {"inbound": _inbound, "hangup": _hangup, "call": _show_call, "account": _account}
+    commands = {
+        "inbound": _inbound,
+        "hangup": _hangup,
+        "call": _show_call,
+        "callers": _callers,
+        "account": _account,
+    }
     if args and args[0] in commands:
         return commands[args[0]](args[1:])
     if args and args[0] == "serve":
@@ -105,13 +170,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 10 <= opts.token_ttl <= 86400:
         print("audin-core: error: --token-ttl must be 10 to 86400 seconds", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(opts.log_level)
+    if opts.caller_generator and not opts.sandbox:
+        print("audin-core: error: --caller-generator needs --sandbox", file=sys.stderr)
+        return EXIT_USAGE
+    if not MIN_CALLER_INTERVAL <= opts.caller_interval <= MAX_CALLER_INTERVAL:
+        print(
+            f"audin-core: error: --caller-interval must be {MIN_CALLER_INTERVAL:g} to"
+            f" {MAX_CALLER_INTERVAL:g} seconds",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    setup_logging(opts.log_level, opts.log_format)
     config = CoreConfig(
         data_dir=opts.data_dir or default_data_dir(),
         host=opts.host,
         port=opts.port,
         sandbox=opts.sandbox,
         token_ttl=opts.token_ttl,
+        caller_generator=opts.caller_generator,
+        caller_interval=opts.caller_interval,
+        caller_seed=opts.caller_seed,
     )
     try:
         asyncio.run(_serve(config, as_json=opts.json))
@@ -141,6 +219,11 @@ def describe(server: CoreServer) -> dict[str, Any]:
             {"id": i, "phoneNumber": n, "displayName": d} for i, n, d in SANDBOX_NUMBERS
         ]
         info["network"] = [{"phoneNumber": n, "name": d} for n, d in server.network.describe()]
+        generator = server.callers.state()
+        info["callerGenerator"] = {
+            "enabled": generator.enabled,
+            "meanIntervalSeconds": generator.mean_interval_seconds,
+        }
     return info
 
 
@@ -184,6 +267,13 @@ def _print_banner(info: dict[str, Any]) -> None:
             f" --token-url {info['tokenUrl']} --seconds 5"
         )
         out.print("                   audin-core inbound --to +15550150 --from +15551234")
+        generator = info["callerGenerator"]
+        state = (
+            f"on, a call every {generator['meanIntervalSeconds']:g} s on average"
+            if generator["enabled"]
+            else "off"
+        )
+        out.print(f"  caller generator {state}  (audin-core callers on|off)")
     out.print(f"  data             {info['dataDir']}")
     out.print("Ctrl-C stops the core.", style="dim")
 
@@ -231,8 +321,10 @@ def _request(
     if opts.json:
         print(json.dumps(data))
     else:
+        width = max([12, *(len(key) for key in data)])
         for key, value in data.items():
-            print(f"{key:12} {value}")
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            print(f"{key:{width}} {shown}")
     return EXIT_OK
 
 
@@ -274,6 +366,41 @@ def _show_call(argv: list[str]) -> int:
     p.add_argument("call_sid")
     opts = p.parse_args(argv)
     return _request(opts, "GET", f"/v1/admin/calls/{opts.call_sid}")
+
+
+def _callers(argv: list[str]) -> int:
+    p = _admin_parser(
+        "callers",
+        "Switch the caller generator of a running sandbox core: simulated customers call"
+        " +15550150 / +15550151 at random intervals while an operator is online there.",
+    )
+    p.add_argument(
+        "action",
+        choices=["on", "off", "status"],
+        help="on: start generating calls; off: stop; status: show the state",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"mean seconds between calls ({MIN_CALLER_INTERVAL:g} to"
+        f" {MAX_CALLER_INTERVAL:g}; default: keep the core's)",
+    )
+    opts = p.parse_args(argv)
+    if opts.interval is not None:
+        if opts.action == "status":
+            p.error("--interval goes with on or off")
+        if not MIN_CALLER_INTERVAL <= opts.interval <= MAX_CALLER_INTERVAL:
+            p.error(
+                f"--interval must be {MIN_CALLER_INTERVAL:g} to {MAX_CALLER_INTERVAL:g} seconds"
+            )
+    if opts.action == "status":
+        return _request(opts, "GET", api.ADMIN_CALLER_GENERATOR_PATH)
+    body: dict[str, Any] = {"enabled": opts.action == "on"}
+    if opts.interval is not None:
+        body["meanIntervalSeconds"] = opts.interval
+    return _request(opts, "PUT", api.ADMIN_CALLER_GENERATOR_PATH, body)
 
 
 def _account(argv: list[str]) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from softphone.media.g711 import encode_alaw, encode_mulaw
 from softphone.protocol import (
     Accept,
     Ack,
@@ -56,6 +57,10 @@ from softphone.protocol.frames import FRAME_SAMPLES
 from softphone.server.auth import Claims, utc_iso
 from softphone.server.network import CallControl, FarEnd, SimulatedNetwork
 from softphone.server.store import CallRow, Store
+from softphone.server.timings import CoreTimings
+from softphone.server.voices import Samples
+
+__all__ = ["CallStatus", "Core", "CoreCall", "CoreTimings", "MediaLeg", "OperatorSession", "Peer"]
 
 log = logging.getLogger("audin.core")
 
@@ -92,16 +97,6 @@ CALL_TRANSITIONS: Final[dict[CallStatus, frozenset[CallStatus]]] = {
     CallStatus.IN_PROGRESS: frozenset({CallStatus.COMPLETED}),
     CallStatus.COMPLETED: frozenset(),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CoreTimings:
-    offer_timeout: float = 30.0
-    """Seconds an inbound call rings before it ends with ``no_answer`` (per call override)."""
-    media_attach_timeout: float = 10.0
-    """Seconds the core waits for a call's media leg after ``call_created`` or ``accept``."""
-    media_reconnect_window: float = 10.0
-    """Seconds a call survives without its media leg before it ends with ``failed``."""
 
 
 @dataclass(eq=False)
@@ -150,6 +145,7 @@ class CoreCall:
     far_end: FarEnd | None = None
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    early_media: bool = False
     out_sequence: int = 0
     out_timestamp: int = 0
     dtmf: list[str] = field(default_factory=list)
@@ -220,6 +216,10 @@ class Core:
     def _live_session(self, key: tuple[str, str]) -> OperatorSession | None:
         live = [s for s in self.sessions.values() if s.operator_key == key and not s.closed]
         return max(live, key=lambda s: s.opened_at) if live else None
+
+    def has_active_call(self, key: tuple[str, str]) -> bool:
+        """Whether the operator ``(account id, operator ref)`` has an unfinished call."""
+        return self._active_call_of(key) is not None
 
     def _active_call_of(self, key: tuple[str, str]) -> CoreCall | None:
         for call in self.calls.values():
@@ -451,9 +451,15 @@ class Core:
     # ------------------------------------------------------------------ inbound
 
     async def place_inbound(
-        self, from_: str, to: str, params: dict[str, str], ring_timeout: float | None = None
+        self,
+        from_: str,
+        to: str,
+        params: dict[str, str],
+        ring_timeout: float | None = None,
+        far_end: FarEnd | None = None,
     ) -> tuple[str, int]:
-        """A simulated caller rings ``to``: offer to every operator online on that number."""
+        """A simulated caller rings ``to``: offer to every operator online on that number.
+        ``far_end`` is the caller once answered (default: the network's inbound caller)."""
         validate_e164(from_)
         validate_e164(to)
         number = self.store.phone_number_by_e164(to)
@@ -468,7 +474,7 @@ class Core:
             phone_number_id=number.id,
             params=dict(params),
             status=CallStatus.RINGING,
-            far_end=self.network.inbound_caller(),
+            far_end=far_end if far_end is not None else self.network.inbound_caller(),
         )
         self.calls[call.sid] = call
         self._record_new(call, operator_ref=None)
@@ -568,6 +574,14 @@ class Core:
         if call.status == CallStatus.IN_PROGRESS and call.far_end is not None:
             await call.far_end.on_dtmf(digits)
 
+    async def _send_pcm(self, call: CoreCall, samples: Samples) -> None:
+        """Send simulated audio to the operator, encoded with the media leg's codec."""
+        leg = call.media
+        if leg is None or leg.peer.closed:
+            return
+        encode = encode_alaw if leg.codec == Codec.PCMA else encode_mulaw
+        await self._send_audio(call, encode(samples).tobytes())
+
     async def _send_audio(self, call: CoreCall, payload: bytes) -> None:
         leg = call.media
         if leg is None or leg.peer.closed:
@@ -599,6 +613,7 @@ class Core:
         if call.status != CallStatus.INITIATED:
             return
         self._transition(call, CallStatus.RINGING)
+        call.early_media = early_media
         self.store.update_call(call.sid, status=call.status.value)
         await self._notify_owner(call, CallRinging(call_sid=call.sid, early_media=early_media))
 
@@ -612,6 +627,8 @@ class Core:
         self.store.update_call(call.sid, status=call.status.value, answered_at=self._now())
         log.info("call %s answered", call.sid)
         await self._notify_owner(call, CallAnswered(call_sid=call.sid))
+        if call.status == CallStatus.IN_PROGRESS:
+            await far_end.start()
 
     async def _end(
         self,
@@ -772,6 +789,11 @@ class _Control(CallControl):
     async def ringing(self, *, early_media: bool) -> None:
         await self._core._ringing(self._call, early_media)
 
+    async def send_pcm(self, samples: Samples) -> None:
+        call = self._call
+        if call.status == CallStatus.RINGING and call.early_media:
+            await self._core._send_pcm(call, samples)
+
     async def answer(self, far_end: FarEnd) -> None:
         await self._core._answered(self._call, far_end)
 
@@ -785,10 +807,23 @@ class _Link:
         self._call = call
 
     async def send_audio(self, payload: bytes) -> None:
-        await self._core._send_audio(self._call, payload)
+        if self._call.status == CallStatus.IN_PROGRESS:
+            await self._core._send_audio(self._call, payload)
+
+    async def send_pcm(self, samples: Samples) -> None:
+        if self._call.status == CallStatus.IN_PROGRESS:
+            await self._core._send_pcm(self._call, samples)
 
     async def hangup(self) -> None:
-        await self._core.remote_hangup(self._call.sid)
+        if self._call.status != CallStatus.COMPLETED:
+            await self._core.remote_hangup(self._call.sid)
 
     async def send_message(self, content: str, content_type: str = "text/plain") -> None:
-        await self._core._send_message(self._call, content, content_type)
+        if self._call.status == CallStatus.IN_PROGRESS:
+            await self._core._send_message(self._call, content, content_type)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._call.status == CallStatus.COMPLETED:
+            coro.close()
+            return
+        self._core._spawn(self._call, coro)
