@@ -336,3 +336,85 @@ async def test_a_hanging_get_token_fails_in_time_and_is_retried(core: CoreServer
     finally:
         release.set()
         await operator.close()
+
+
+@pytest.fixture
+async def ringing_core(tmp_path: Any) -> Any:
+    """A sandbox core whose lines ring for a short, known time."""
+    from softphone.server import CoreConfig
+    from softphone.server.core import CoreTimings
+
+    server = CoreServer(
+        CoreConfig(
+            data_dir=tmp_path / "ringing-core",
+            port=0,
+            sandbox=True,
+            timings=CoreTimings(echo_ring=0.6, ring=0.6, no_answer_timeout=30.0),
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_call_states_of_an_outbound_call_that_rings(ringing_core: CoreServer) -> None:
+    """connecting -> ringing (far end alerted, no early media: local ringback) -> active ->
+    ended; the seed's status() names are pending/connecting/ringing/open/closed."""
+    operator = sandbox_operator(ringing_core.url)
+    seen: list[str] = []
+    try:
+        await operator.go_online(["pn_15550150"])
+        call = await operator.dial(ECHO)
+        seen.append(call.state.value)
+        rang = asyncio.Event()
+
+        def on_ringing(early: bool) -> None:
+            seen.append(f"ringing event early={early}")
+            seen.append(call.state.value)
+            rang.set()
+
+        call.on("ringing", on_ringing)
+        call.on("accepted", lambda: seen.append(call.state.value))
+        call.on("disconnected", lambda: seen.append(call.state.value))
+        async with asyncio.timeout(5):
+            await rang.wait()
+        rang_at = time.monotonic()
+        assert await call.wait_started(5)
+        assert time.monotonic() - rang_at >= 0.4  # it rang for the line's ring time
+        await call.hangup()
+    finally:
+        await operator.close()
+    assert seen == [
+        "connecting",
+        "ringing event early=False",
+        "ringing",
+        "active",
+        "ended",
+    ]
+
+
+async def test_hanging_up_before_the_answer_cancels(ringing_core: CoreServer) -> None:
+    operator = sandbox_operator(ringing_core.url)
+    log = EventLog(operator)
+    events: list[str] = []
+    try:
+        await operator.go_online(["pn_15550150"])
+        call = await operator.dial("+15550103")  # the no-answer line: rings 30 s
+        rang = asyncio.Event()
+        call.on("ringing", lambda _early: rang.set())
+        call.on("cancelled", lambda: events.append("cancelled"))
+        call.on("disconnected", lambda: events.append("disconnected"))
+        async with asyncio.timeout(5):
+            await rang.wait()
+        await call.hangup()
+        assert call.end_reason == EndReason.CANCELLED
+        assert events == ["cancelled", "disconnected"]
+        assert await log.wait_for("call_ended") is call
+        row = ringing_core.store.call(call.call_sid)
+        assert row is not None
+        assert row.status == "completed"
+        assert row.answered_at is None
+    finally:
+        await operator.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from softphone.engine import OperatorError
@@ -37,6 +38,13 @@ async def test_dtmf_sequence_reaches_the_echo_line(core: CoreServer) -> None:
     finally:
         await operator.close()
     assert heard == [(d, "application/dtmf") for d in "12#34"]
+    # The core stored them with the call record.
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            f"{core.url}/v1/admin/calls/{call.call_sid}",
+            headers={"X-Admin-Key": core.admin_key},
+        )
+    assert response.json()["dtmf"] == "12#34"
     # Keypad pace: 4 gaps of 230 ms between digits, plus the 500 ms pause.
     assert elapsed >= 4 * 0.23 + 0.5 - 0.05
 

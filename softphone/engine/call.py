@@ -438,6 +438,10 @@ class Call:
             self._emit("ringing", early_media)
             if not early_media:
                 self._operator._spawn(self._operator.audio.start_ringing("ringback"))
+            elif self._media is not None:
+                # The far end's network sends its own ringback or announcement: play it (the
+                # microphone is not sent before the answer).
+                self._media.start_audio()
 
     def _on_answered(self) -> None:
         self._answered = True
@@ -560,7 +564,7 @@ class _MediaLeg:
 
         token = await self._op._fresh_token()
         url = ws_url(self._op.core_url, f"/v1/calls/{self._call.call_sid}/media")
-        ws = await connect_ws(url, token.token, timeout=self._op.request_timeout)
+        ws = await connect_ws(url, token.token, timeout=self._op.request_timeout, tls=self._op.tls)
         hello = Hello(
             protocol=1,
             client=self._op.client_name,
@@ -707,7 +711,8 @@ class _MediaLeg:
             return
 
     def start_audio(self) -> None:
-        """Open the audio device and start sending (called when the call becomes active)."""
+        """Open the audio device and start the loop (when the call becomes active, or when it
+        rings with early media); microphone frames are sent only while the call is active."""
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(
                 self._send_loop(), name="media-sender"
@@ -725,8 +730,8 @@ class _MediaLeg:
         deadline = loop.time()
         next_ping = 0.0
         next_level = 0.0
-        started = loop.time()
-        next_sample = started + 1.0
+        started: float | None = None  # when the call became active (samples count from it)
+        next_sample = 0.0
         muted_talk = SpeakingWhileMuted()
         flat_input = FlatInputDetector()
         flat = False
@@ -764,7 +769,10 @@ class _MediaLeg:
                 talking = self._call.muted and muted_talk.update(level_in, now)
                 self._call._set_warning("speaking-while-muted", talking)
                 flat = flat_input.update(level_in, now, muted=self._call.muted)
-            if now >= next_sample:
+            if started is None and self._call.state == CallState.ACTIVE:
+                started = now
+                next_sample = now + 1.0
+            if started is not None and now >= next_sample:
                 next_sample = max(next_sample + 1.0, now + 0.5)
                 level_in, level_out = device.levels.read()
                 sample, raised, cleared = self.quality.sample(

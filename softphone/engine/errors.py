@@ -22,6 +22,7 @@ class ClientErrorCode(StrEnum):
     PROTOCOL_VIOLATION = "PROTOCOL_VIOLATION"
     DESTROYED = "DESTROYED"
     CALL_IN_PROGRESS = "CALL_IN_PROGRESS"
+    TLS_UNTRUSTED = "TLS_UNTRUSTED"
 
 
 class OperatorError(Exception):

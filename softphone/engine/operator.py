@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import httpx
@@ -41,7 +42,14 @@ from softphone.engine.tokens import (
     to_token_info,
     token_url_provider,
 )
-from softphone.engine.transport import connect_ws, http_base, ws_url
+from softphone.engine.transport import (
+    connect_ws,
+    http_base,
+    is_certificate_error,
+    tls_context,
+    untrusted,
+    ws_url,
+)
 from softphone.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -126,6 +134,7 @@ class Operator:
         codec_preferences: Sequence[str] = ("PCMU", "PCMA"),
         media_reconnect_window: float = 10.0,
         close_protection: bool = False,
+        ca_file: str | Path | None = None,
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
     ) -> None:
@@ -151,6 +160,8 @@ class Operator:
         self.media_reconnect_window = float(media_reconnect_window)
         """Seconds a call may spend re-opening a dropped media leg before it ends ``failed``."""
         self.close_protection = close_protection
+        self.tls = tls_context(ca_file)
+        """Verifies the core's certificate on https/wss (system CAs, or ``ca_file``)."""
         """When true, ``close()`` refuses while a call is live (``close(force=True)`` wins)."""
         self._refresher: asyncio.Task[None] | None = None
         self._earliest_expiry: datetime | None = None
@@ -436,11 +447,14 @@ class Operator:
         for base in order:
             url = base + api.PHONE_NUMBERS_PATH
             try:
-                async with httpx.AsyncClient(timeout=self.request_timeout) as client:
+                client = httpx.AsyncClient(timeout=self.request_timeout, verify=self.tls)
+                async with client:
                     response = await client.get(
                         url, headers={"Authorization": f"Bearer {token.token}"}
                     )
             except httpx.HTTPError as exc:
+                if is_certificate_error(exc):
+                    raise untrusted(url, exc) from None
                 failure = exc
                 continue
             if self._ws is None:
@@ -589,7 +603,10 @@ class Operator:
         for base in self._edge_order():
             try:
                 ws = await connect_ws(
-                    ws_url(base, api.PRESENCE_PATH), token.token, timeout=self.request_timeout
+                    ws_url(base, api.PRESENCE_PATH),
+                    token.token,
+                    timeout=self.request_timeout,
+                    tls=self.tls,
                 )
             except OperatorError as exc:
                 if exc.code not in unreachable:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
@@ -56,12 +58,46 @@ def ws_url(core_url: str, path: str) -> str:
     return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
 
 
-async def connect_ws(url: str, token: str, *, timeout: float) -> ClientConnection:
+def tls_context(ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """Certificates are verified (system trust store, or ``ca_file`` instead: a PEM bundle
+    of the CAs to trust, e.g. a private core's own CA). There is no switch to turn
+    verification off."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise OperatorError(
+            ClientErrorCode.TLS_UNTRUSTED, f"cannot use the CA file {ca_file}: {exc}", exc
+        ) from None
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def untrusted(url: str, exc: BaseException) -> OperatorError:
+    reason = getattr(exc, "verify_message", None) or str(exc)
+    return OperatorError(
+        ClientErrorCode.TLS_UNTRUSTED,
+        f"the TLS certificate of {url} is not trusted ({reason}); give the CA that signed it"
+        " as ca_file (--ca-file)",
+        exc,
+    )
+
+
+async def connect_ws(
+    url: str, token: str, *, timeout: float, tls: ssl.SSLContext | None = None
+) -> ClientConnection:
     """Open an authenticated WebSocket; map every failure to an OperatorError with a code."""
     try:
         return await asyncio.wait_for(
             websockets.connect(
                 url,
+                ssl=(tls or tls_context()) if url.startswith("wss://") else None,
                 additional_headers={"Authorization": f"Bearer {token}"},
                 max_size=MAX_INCOMING,
                 ping_interval=None,
@@ -85,6 +121,8 @@ async def connect_ws(url: str, token: str, *, timeout: float) -> ClientConnectio
             ClientErrorCode.TIMEOUT, f"no answer from {url} within {timeout:.0f} s", exc
         ) from None
     except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        if is_certificate_error(exc):
+            raise untrusted(url, exc) from None
         raise OperatorError(
             ClientErrorCode.CONNECTION_FAILED, f"cannot connect to {url}: {exc}", exc
         ) from None

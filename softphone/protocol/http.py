@@ -75,6 +75,14 @@ class InboundCallResponse(msgspec.Struct, rename="camel", frozen=True, kw_only=T
     offered_to: int
 
 
+class CallFeedback(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One ``post_feedback`` stored with a call."""
+
+    operator_ref: str
+    score: int
+    issue: str | None
+
+
 class CallRecord(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """``GET /v1/admin/calls/{callSid}``: what the core stored about a call."""
 
@@ -85,11 +93,14 @@ class CallRecord(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     to: str
     status: str
     end_reason: str | None
+    end_message: str | None = None
     operator_ref: str | None
     created_at: str
     answered_at: str | None
     ended_at: str | None
     params: dict[str, str]
+    dtmf: str = ""
+    feedback: list[CallFeedback] = msgspec.field(default_factory=list)
 
 
 class CallerGeneratorUpdate(msgspec.Struct, rename="camel", frozen=True, kw_only=True):

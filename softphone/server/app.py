@@ -439,11 +439,17 @@ class CoreServer:
                 to=row.to_number,
                 status=row.status,
                 end_reason=row.end_reason,
+                end_message=row.end_message,
                 operator_ref=row.operator_ref,
                 created_at=row.created_at,
                 answered_at=row.answered_at,
                 ended_at=row.ended_at,
                 params=row.params,
+                dtmf=self.store.dtmf(row.call_sid),
+                feedback=[
+                    api.CallFeedback(operator_ref=ref, score=score, issue=issue)
+                    for ref, score, issue in self.store.feedback(row.call_sid)
+                ],
             )
         )
 

@@ -571,6 +571,7 @@ class Core:
     async def media_dtmf(self, leg: MediaLeg, digits: str) -> None:
         call = leg.call
         call.dtmf.append(digits)
+        self.store.add_dtmf(call.sid, digits, self._now())
         if call.status == CallStatus.IN_PROGRESS and call.far_end is not None:
             await call.far_end.on_dtmf(digits)
 

@@ -66,6 +66,12 @@ CREATE TABLE IF NOT EXISTS feedback (
     created_at    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback(call_sid);
+CREATE TABLE IF NOT EXISTS dtmf (
+    call_sid    TEXT NOT NULL,
+    digits      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dtmf_by_call ON dtmf(call_sid);
 """
 
 
@@ -295,6 +301,15 @@ class Store:
             (call_sid,),
         )
         return [(str(ref), int(str(score)), _opt(issue)) for ref, score, issue in rows]
+
+    def add_dtmf(self, call_sid: str, digits: str, now: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO dtmf VALUES (?, ?, ?)", (call_sid, digits, now))
+
+    def dtmf(self, call_sid: str) -> str:
+        """Every DTMF digit the operator sent in a call, in order."""
+        rows = self._all("SELECT digits FROM dtmf WHERE call_sid = ? ORDER BY rowid", (call_sid,))
+        return "".join(str(row[0]) for row in rows)
 
     def end_open_calls(self, reason: str, message: str, now: str) -> int:
         """Mark every call not yet completed as ended (crash recovery at start-up)."""
