@@ -1,5 +1,7 @@
 """``audin-phone``: the operator's commands.
 
+    audin-phone [--sandbox | --core-url URL --token-url URL] [--config FILE] ...
+                            the operator console (docs/tui.md)
     audin-phone call NUMBER [--sandbox | --core-url URL --token-url URL] [--play WAV]
                             [--record WAV] [--seconds N] [--json]
 
@@ -19,9 +21,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from softphone.engine import (
     Call,
@@ -33,6 +35,9 @@ from softphone.engine import (
 from softphone.engine.audio import AudioManager, AudioSettings
 from softphone.media import AudioDeviceError, FileAudioDevice
 from softphone.protocol import EndReason, ProtocolError, validate_e164
+
+if TYPE_CHECKING:
+    from softphone.tui import PhoneApp, TuiConfig
 
 EXIT_OK = 0
 EXIT_CALL_FAILED = 1
@@ -139,31 +144,43 @@ class CallSummary:
 
 
 @contextlib.asynccontextmanager
+async def _sandbox_core() -> AsyncIterator[str]:
+    """An embedded sandbox core on a free loopback port; yields its URL."""
+    from softphone.server import CoreConfig, CoreServer
+
+    logging.getLogger("audin.core").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="audin-sandbox-") as tmp:
+        server = CoreServer(CoreConfig(data_dir=Path(tmp), port=0, sandbox=True))
+        await server.start()
+        try:
+            yield server.url
+        finally:
+            await server.stop()
+
+
+@contextlib.asynccontextmanager
 async def _core(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
     """Yield (core URL, token URL, token headers): an embedded sandbox core or the given one."""
-    headers: dict[str, str] = {}
-    for item in args.token_header:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise UsageError(f"--token-header {item!r} is not 'Name: value'")
-        headers[name.strip()] = value.strip()
+    headers = _headers(args.token_header)
     if args.sandbox:
-        from softphone.server import CoreConfig, CoreServer
-
-        logging.getLogger("audin.core").setLevel(logging.WARNING)
-        with tempfile.TemporaryDirectory(prefix="audin-sandbox-") as tmp:
-            server = CoreServer(CoreConfig(data_dir=Path(tmp), port=0, sandbox=True))
-            await server.start()
-            try:
-                yield server.url, server.url + "/sandbox/token", headers
-            finally:
-                await server.stop()
+        async with _sandbox_core() as url:
+            yield url, url + "/sandbox/token", headers
         return
     if not args.core_url or not (args.token_url or args.token_command):
         raise UsageError("give --sandbox, or --core-url with --token-url or --token-command")
     if args.token_url and args.token_command:
         raise UsageError("give --token-url or --token-command, not both")
     yield args.core_url, args.token_url or "", headers
+
+
+def _headers(items: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--token-header {item!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 def _audio(args: argparse.Namespace) -> tuple[AudioManager, FileAudioDevice | None]:
@@ -286,6 +303,14 @@ def _print_summary(summary: CallSummary) -> None:
 
 
 def phone_main(argv: Sequence[str] | None = None) -> int:
+    """``audin-phone``: the operator console; ``audin-phone call NUMBER ...``: one headless call."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["call"]:
+        return app_main(argv)
+    return call_main(argv)
+
+
+def call_main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,
@@ -309,6 +334,133 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
     else:
         _print_summary(summary)
     return code
+
+
+# ---------------------------------------------------------------------- the operator console
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags give one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _app_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(
+        prog="audin-phone",
+        description="The keyboard-driven operator console. Settings come from the config file "
+        "(see docs/tui.md); flags win over it.",
+        epilog="One headless call instead: audin-phone call --help",
+    )
+    p.add_argument("--sandbox", action="store_true", default=None, help="start an embedded core")
+    p.add_argument(
+        "--core-url",
+        action="append",
+        help="URL of the operator core (repeat for fallback cores, in order)",
+    )
+    p.add_argument("--token-url", help="your backend's token endpoint (POST -> {token, expiresAt})")
+    p.add_argument("--token-command", help="a local command printing {token, expiresAt} as JSON")
+    p.add_argument(
+        "--token-header", action="append", default=[], help="'Name: value' for token requests"
+    )
+    p.add_argument("--config", type=Path, help="config file (default: the platform's, if any)")
+    p.add_argument("--input", help="microphone (index or name)")
+    p.add_argument("--output", help="speaker (index or name)")
+    p.add_argument(
+        "--sounds",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ringtone, ringback and key tones",
+    )
+    p.add_argument("--caller-id", help="caller ID for outbound calls (one of your numbers)")
+    p.add_argument(
+        "--number",
+        action="append",
+        help="answer on this number (repeatable; default: all of the account's)",
+    )
+    p.add_argument("--online", action="store_true", default=None, help="go online at start")
+    p.add_argument("--history", type=Path, help="call history database (SQLite)")
+    return p
+
+
+def app_config(argv: Sequence[str]) -> TuiConfig:
+    """The console's settings: the config file, then the flags (ConfigError, UsageError)."""
+    from softphone.tui.config import device_spec, load_config, merge_flags
+
+    args = _app_parser().parse_args(argv)
+    config = load_config(args.config, required=args.config is not None)
+    command: tuple[str, ...] | None = None
+    if args.token_command is not None:
+        try:
+            command = tuple(shlex.split(args.token_command))
+        except ValueError as exc:
+            raise UsageError(f"--token-command: {exc}") from None
+        if not command:
+            raise UsageError("--token-command is empty")
+    checks = [("--caller-id", args.caller_id)] if args.caller_id is not None else []
+    checks += [("--number", n) for n in args.number or []]
+    for flag, number in checks:
+        try:
+            validate_e164(number)
+        except ProtocolError as exc:
+            raise UsageError(f"{flag}: {exc.message}") from None
+    return merge_flags(
+        config,
+        sandbox=args.sandbox,
+        core_urls=tuple(args.core_url) if args.core_url else None,
+        token_url=args.token_url,
+        token_command=command,
+        token_headers=_headers(args.token_header) if args.token_header else None,
+        input_device=device_spec(args.input),
+        output_device=device_spec(args.output),
+        sounds=args.sounds,
+        caller_id=args.caller_id,
+        numbers=tuple(args.number) if args.number else None,
+        online_on_start=args.online,
+        history_path=args.history,
+    )
+
+
+async def run_app(config: TuiConfig) -> None:
+    from softphone.tui import create_app
+
+    if config.sandbox:
+        async with _sandbox_core() as url:
+            sandbox = replace(
+                config, core_urls=(url,), token_url=url + "/sandbox/token", token_command=()
+            )
+            await _run(create_app(sandbox))
+        return
+    config.check_connection()
+    await _run(create_app(config))
+
+
+async def _run(app: PhoneApp) -> None:
+    try:
+        await app.run_async()
+    finally:
+        await app.operator.close()
+
+
+def app_main(argv: Sequence[str]) -> int:
+    from softphone.tui import ConfigError
+
+    # The SDK logs warnings; on a terminal app they must not reach stderr (the event log
+    # shows every event instead).
+    logging.getLogger().addHandler(logging.NullHandler())
+    try:
+        config = app_config(argv)
+        asyncio.run(run_app(config))
+    except (ConfigError, UsageError) as exc:
+        print(f"audin-phone: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"audin-phone: error: cannot start the sandbox core: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

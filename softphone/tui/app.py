@@ -1,0 +1,250 @@
+"""``PhoneApp``: the Textual application. It owns the services (operator, history, clock),
+turns engine events into messages, and shows what the :class:`Phone` controller decides.
+
+Build it with :func:`create_app`, which tests use to inject a config, an Operator, a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from softphone.engine import Call, Operator, token_command_provider, token_url_provider
+from softphone.engine.audio import AudioManager, AudioSettings
+from softphone.tui import keymap
+from softphone.tui.bridge import EngineBridge, EngineEvent
+from softphone.tui.clock import Clock, SystemClock
+from softphone.tui.config import TuiConfig, default_history_path
+from softphone.tui.history import CallHistory
+from softphone.tui.phone import Phone
+from softphone.tui.screens.confirm import ConfirmScreen
+from softphone.tui.screens.incoming import IncomingCallScreen
+from softphone.tui.screens.main import MainScreen
+from softphone.tui.tokens import TokenWatch
+from softphone.tui.widgets.audio import AudioPanel
+from softphone.tui.widgets.event_log import EventLog
+
+LEVEL_POLL: Final = 0.1
+"""Seconds between reads of the audio level slot (meters)."""
+Severity = Literal["information", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    severity: Severity
+    title: str
+    message: str
+
+
+class PhoneApp(App[None]):
+    """The operator console."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "audin-phone"
+
+    def __init__(
+        self,
+        operator: Operator,
+        config: TuiConfig,
+        *,
+        history: CallHistory,
+        clock: Clock,
+        token_watch: TokenWatch | None = None,
+        live_quality: bool = True,
+    ) -> None:
+        super().__init__()
+        self.operator = operator
+        self.config = config
+        self.clock = clock
+        self.phone = Phone(operator, config, history, clock, self, token_watch=token_watch)
+        self.phone.live_quality = live_quality
+        self.bridge = EngineBridge(operator, self.post_message)
+        self.main = MainScreen(self.phone)
+        self.notices: deque[Notice] = deque(maxlen=50)
+        """Recent notifications (the toasts), newest last."""
+        self._incoming: IncomingCallScreen | None = None
+        self._levels = (0.0, 0.0)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def on_mount(self) -> None:
+        self.set_keymap(dict(self.config.keys))
+        self.push_screen(self.main)
+        self.bridge.attach()
+        self.run_worker(self.phone.start(), name="start", group="start")
+        self.set_interval(LEVEL_POLL, self._poll_levels)
+        self.set_interval(1.0, self._tick)
+
+    def on_unmount(self) -> None:
+        self.bridge.detach()
+
+    def _poll_levels(self) -> None:
+        levels = self.operator.audio.levels()
+        if levels != self._levels:
+            self._levels = levels
+            self.main.query_one(AudioPanel).levels = levels
+
+    def _tick(self) -> None:
+        self.main.refresh_panels()
+
+    def on_engine_event(self, event: EngineEvent) -> None:
+        self.phone.handle(event.name, event.call, event.args)
+
+    # ------------------------------------------------------------------ PhoneUI
+
+    def state_changed(self) -> None:
+        if self.main.is_mounted:
+            self.main.refresh_panels()
+
+    def problem(self, title: str, message: str) -> None:
+        self._notice("error", title, message)
+
+    def info(self, message: str) -> None:
+        self._notice("information", "", message)
+
+    def _notice(self, severity: Severity, title: str, message: str) -> None:
+        self.notices.append(Notice(severity, title, message))
+        self.notify(
+            message, title=title, severity=severity, timeout=8 if severity == "error" else 4
+        )
+
+    def log_event(self, name: str, text: str, *, error: bool = False) -> None:
+        if self.main.is_mounted:
+            self.main.query_one(EventLog).add(self.clock.now(), name, text, error=error)
+
+    def watch_call(self, call: Call) -> None:
+        self.bridge.watch_call(call)
+
+    def incoming(self, call: Call) -> None:
+        self.bell()
+        screen = IncomingCallScreen(self.phone, call)
+        self._incoming = screen
+
+        def answered(choice: str | None) -> None:
+            if self._incoming is screen:
+                self._incoming = None
+            work = {
+                "accept": self.phone.accept,
+                "reject": self.phone.reject,
+                "ignore": self.phone.ignore,
+            }.get(choice or "")
+            if work is not None and self.phone.state.offer is call:
+                self.run_worker(work(), name=choice or "", group="engine")
+
+        self.push_screen(screen, answered)
+
+    def incoming_gone(self, call: Call, why: str) -> None:
+        screen = self._incoming
+        if screen is not None and screen.call is call:
+            self._incoming = None
+            if screen.is_current:
+                screen.dismiss(None)
+            if call.end_reason is not None and call.end_reason.value in (
+                "taken_by_other",
+                "cancelled",
+            ):
+                self.info(f"Call from {call.from_}: {why}")
+
+    # ------------------------------------------------------------------ quitting
+
+    async def action_quit(self) -> None:
+        state = self.phone.state
+        if state.call is not None:
+            remote = state.call.remote
+
+            def decided(yes: bool | None) -> None:
+                if yes:
+                    self.run_worker(self._close_and_exit(), name="quit", group="quit")
+
+            self.push_screen(
+                ConfirmScreen(f"A call with {remote} is in progress.\nHang up and quit?"), decided
+            )
+            return
+        await self._close_and_exit()
+
+    async def _close_and_exit(self) -> None:
+        await self.phone.quit()
+        self.exit()
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        target = screen if isinstance(screen, MainScreen) else self.main
+        overrides = dict(self._keymap)
+        for action in keymap.actions_for("any", "idle", "call"):
+            name = action.action.split("(")[0]
+            params: tuple[object, ...] = ()
+            if "(" in action.action:
+                params = (action.action.split("'")[1],)
+            if target.check_action(name, params) is not True:
+                continue
+            keys = keymap.key_display(action, overrides)
+            yield SystemCommand(
+                f"{action.description}: {action.help}",
+                f"key: {keys}",
+                lambda a=action.action: self.call_later(target.run_action, a),
+            )
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Quit", "Keys"):
+                yield command
+
+
+def build_operator(
+    config: TuiConfig, audio: AudioManager | None = None
+) -> tuple[Operator, TokenWatch]:
+    """An Operator for the configured core and token source, its tokens watched."""
+    config.check_connection()
+    if config.token_command:
+        source = token_command_provider(list(config.token_command))
+    else:
+        assert config.token_url is not None
+        source = token_url_provider(config.token_url, headers=dict(config.token_headers))
+    watch = TokenWatch(source)
+    if audio is None:
+        audio = AudioManager(
+            backend="pyaudio",
+            settings=AudioSettings(
+                input=config.input_device, output=config.output_device, sounds=config.sounds
+            ),
+        )
+    return Operator(list(config.core_urls), watch, audio=audio), watch
+
+
+def create_app(
+    config: TuiConfig,
+    *,
+    operator: Operator | None = None,
+    audio: AudioManager | None = None,
+    clock: Clock | None = None,
+    history: CallHistory | None = None,
+    token_watch: TokenWatch | None = None,
+    live_quality: bool = True,
+) -> PhoneApp:
+    """The app for ``config``; tests inject the Operator, a clock and a history file.
+
+    ``live_quality=False`` keeps the call panel's quality figures as they are (screenshots)."""
+    if operator is None:
+        operator, token_watch = build_operator(config, audio)
+    else:
+        settings = operator.audio.settings
+        if config.input_device is not None:
+            settings.input = config.input_device
+        if config.output_device is not None:
+            settings.output = config.output_device
+        operator.audio.sounds_enabled = config.sounds
+    return PhoneApp(
+        operator,
+        config,
+        history=history or CallHistory(config.history_path or default_history_path()),
+        clock=clock or SystemClock(),
+        token_watch=token_watch,
+        live_quality=live_quality,
+    )
+
+
+__all__ = ["Notice", "PhoneApp", "build_operator", "create_app"]

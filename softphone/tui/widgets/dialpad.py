@@ -1,0 +1,33 @@
+"""Dialpad: the number being typed and whether it is a valid E.164 number."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from softphone.tui.phone import Phone, is_e164
+
+
+class DialPad(Static):
+    def __init__(self, phone: Phone, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.phone = phone
+        self.border_title = "Dial"
+
+    def render(self) -> Text:
+        state = self.phone.state
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if state.call is not None:
+            text.append("in a call: digits send DTMF", style="dim")
+            return text
+        number = state.dial
+        if not number:
+            text.append("type a number · d calls · d alone redials", style="dim")
+            return text
+        text.append(number, style="bold")
+        text.append("▏", style="blink")
+        if is_e164(number):
+            text.append("  ✓ E.164", style="green")
+        else:
+            text.append("  ✗ +country code and number", style="yellow")
+        return text
