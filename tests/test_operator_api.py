@@ -110,3 +110,30 @@ async def test_feedback_is_stored_by_the_core_and_limited_to_own_calls(core: Cor
         await a.close()
         await b.close()
     assert len(core.store.feedback(call.call_sid)) == 2
+
+
+async def test_token_expiry_is_exposed_and_forgotten_offline(core: CoreServer) -> None:
+    import httpx
+
+    async def get_token() -> dict[str, str]:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                core.url + "/sandbox/token", json={"operatorRef": "op-1", "ttlSeconds": 600}
+            )
+        data: dict[str, str] = response.json()
+        return data
+
+    operator = Operator(core.url, get_token, audio="null")
+    try:
+        assert operator.token_expires_at is None
+        await operator.go_online(["pn_15550150"])
+        expires = operator.token_expires_at
+        assert expires is not None
+        from datetime import UTC, datetime
+
+        left = (expires - datetime.now(UTC)).total_seconds()
+        assert 590 < left <= 600
+        await operator.go_offline()
+        assert operator.token_expires_at is None
+    finally:
+        await operator.close()

@@ -357,6 +357,12 @@ class Operator:
         return info
 
     @property
+    def token_expires_at(self) -> datetime | None:
+        """When the first token in use expires (None before connecting or if unknown); the
+        SDK renews it ``token_refresh_margin`` seconds before."""
+        return self._earliest_expiry
+
+    @property
     def token(self) -> str | None:
         """The last session token, redacted (the SDK never hands the raw token out)."""
         return redact(self._token.token) if self._token else None
@@ -491,6 +497,7 @@ class Operator:
                     await call._hang_up(EndReason.OFFLINE, "went offline")
                 await call._finish(EndReason.OFFLINE, "went offline")
         await self._disconnect()
+        self._earliest_expiry = None  # no socket uses a token any more
         if self.state in (
             PresenceState.CONNECTING,
             PresenceState.ONLINE,
