@@ -1,13 +1,15 @@
 """The recorded voice clips of the sandbox network (``assets/sandbox/*-8k.wav``).
 
 The clips are 8000 Hz mono 16-bit PCM WAVs made with espeak-ng and sox by
-``assets/sandbox/make-voices.sh``. They live in the source tree, not in the Python package:
-a core started from a checkout finds them; elsewhere ``CoreConfig.assets_dir`` points at a
-copy. Without them the IVR and speech lines end their calls ``failed`` with the reason.
+``assets/sandbox/make-voices.sh``. A core started from a checkout finds them in the source
+tree; an installed package carries them as data files in ``<prefix>/share/audin-phone/
+sandbox``; ``CoreConfig.assets_dir`` may point elsewhere. Without them the IVR and speech
+lines end their calls ``failed`` with the reason.
 """
 
 from __future__ import annotations
 
+import sys
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,14 @@ from numpy.typing import NDArray
 from softphone.protocol.frames import FRAME_SAMPLES
 
 SAMPLE_RATE: Final = 8000
-DEFAULT_ASSETS_DIR: Final = Path(__file__).resolve().parents[2] / "assets" / "sandbox"
+SOURCE_ASSETS_DIR: Final = Path(__file__).resolve().parents[2] / "assets" / "sandbox"
+INSTALLED_ASSETS_DIR: Final = Path(sys.prefix) / "share" / "audin-phone" / "sandbox"
+DEFAULT_ASSETS_DIR: Final = (
+    SOURCE_ASSETS_DIR
+    if SOURCE_ASSETS_DIR.is_dir() or not INSTALLED_ASSETS_DIR.is_dir()
+    else INSTALLED_ASSETS_DIR
+)
+"""A checkout's ``assets/sandbox``, else the installed copy (the wheel's data files)."""
 
 # Keypad keys the IVR reads back, and the clip of each (``#`` ends an entry; ``w`` is a pause).
 DIGIT_CLIPS: Final = {
