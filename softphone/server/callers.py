@@ -22,6 +22,7 @@ from typing import Final
 from softphone.protocol import ProtocolError
 from softphone.protocol import http as api
 from softphone.server.core import Core
+from softphone.server.network import SimulatedNetwork
 
 log = logging.getLogger("audin.core")
 
@@ -141,12 +142,13 @@ class CallerGenerator:
             return None
         _, to = self._rng.choice(targets)
         caller = random_caller_number(self._rng)
+        network = self._core.network
+        if not isinstance(network, SimulatedNetwork):  # the generator is the sandbox's
+            log.warning("caller generator: the core has no simulated network to call from")
+            return None
         try:
             sid, offered = await self._core.place_inbound(
-                caller,
-                to,
-                dict(ORIGIN_PARAMS),
-                far_end=self._core.network.generated_caller(),
+                caller, to, dict(ORIGIN_PARAMS), far_end=network.generated_caller()
             )
         except ProtocolError as exc:
             log.warning("caller generator could not call %s: %s", to, exc.message)

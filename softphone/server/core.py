@@ -19,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -55,8 +55,9 @@ from softphone.protocol import (
 )
 from softphone.protocol.frames import FRAME_SAMPLES
 from softphone.server.auth import Claims, utc_iso
-from softphone.server.network import CallControl, FarEnd, SimulatedNetwork
-from softphone.server.store import CallRow, Store
+from softphone.server.network import CallControl, FarEnd
+from softphone.server.registry import CallRecords, LocalPresence, Network, Presence
+from softphone.server.store import CallRow
 from softphone.server.timings import CoreTimings
 from softphone.server.voices import Samples
 
@@ -167,18 +168,25 @@ class Core:
 
     def __init__(
         self,
-        store: Store,
-        network: SimulatedNetwork,
+        store: CallRecords,
+        network: Network,
         timings: CoreTimings | None = None,
         clock: Callable[[], float] = time.time,
+        presence: Presence | None = None,
     ) -> None:
         self.store = store
         self.network = network
+        self.presence: Presence = presence if presence is not None else LocalPresence()
         self.timings = timings or CoreTimings()
         self._clock = clock
-        self.sessions: dict[str, OperatorSession] = {}
         self.calls: dict[str, CoreCall] = {}
+        """Calls not yet completed, handled by this core (their media legs end here)."""
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def sessions(self) -> Mapping[str, OperatorSession]:
+        """Open presence sessions by id (read-only; change them through ``presence``)."""
+        return self.presence.by_id()
 
     def _now(self) -> str:
         return utc_iso(self._clock())
@@ -189,7 +197,7 @@ class Core:
         self, claims: Claims, peer: Peer, heartbeat_interval: float
     ) -> OperatorSession:
         session = OperatorSession("OS" + secrets.token_hex(8), claims, peer, heartbeat_interval)
-        self.sessions[session.session_id] = session
+        self.presence.add(session)
         # A reconnecting operator takes its unfinished calls back.
         for call in self.calls.values():
             owner = call.owner
@@ -207,15 +215,14 @@ class Core:
         if session.closed:
             return
         session.closed = True
-        self.sessions.pop(session.session_id, None)
+        self.presence.remove(session)
         for call in list(self.calls.values()):
             if session in call.offered:
                 call.offered.discard(session)
         log.info("session closed id=%s", session.session_id)
 
     def _live_session(self, key: tuple[str, str]) -> OperatorSession | None:
-        live = [s for s in self.sessions.values() if s.operator_key == key and not s.closed]
-        return max(live, key=lambda s: s.opened_at) if live else None
+        return self.presence.newest_of(key)
 
     def has_active_call(self, key: tuple[str, str]) -> bool:
         """Whether the operator ``(account id, operator ref)`` has an unfinished call."""
@@ -259,8 +266,7 @@ class Core:
         allowed = owned & set(session.claims.phone_number_ids)
         accepted = [pn for pn in dict.fromkeys(msg.phone_number_ids) if pn in allowed]
         rejected = [pn for pn in dict.fromkeys(msg.phone_number_ids) if pn not in allowed]
-        added = set(accepted) - session.availability
-        session.availability = set(accepted)
+        added = self.presence.set_numbers(session, set(accepted))
         await self._send(
             session, Availability(reply_to=msg.id, accepted=accepted, rejected=rejected)
         )
@@ -480,13 +486,7 @@ class Core:
         self._record_new(call, operator_ref=None)
         timeout = ring_timeout if ring_timeout is not None else self.timings.offer_timeout
         self._arm(call, "ring", timeout, self._ring_timeout, call)
-        targets = [
-            s
-            for s in self.sessions.values()
-            if s.claims.account_id == number.account_id
-            and number.id in s.availability
-            and not s.closed
-        ]
+        targets = self.presence.online_on(number.account_id, number.id)
         for session in targets:
             await self._offer(call, session)
         log.info("call %s inbound %s -> %s offered to %d", call.sid, from_, to, len(targets))
