@@ -191,6 +191,7 @@ class Operator:
         self._heartbeat: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._dialling: set[str] = set()  # ids of dial requests waiting for call_created
         self._calls: dict[str, Call] = {}
         self._wanted: list[str] | None = None
         self._availability = AvailabilityResult((), ())
@@ -781,6 +782,8 @@ class Operator:
         if reply_to is not None and isinstance(message, Availability | CallCreated | Ack | Error):
             fut = self._pending.get(reply_to)
             if fut is not None and not fut.done():
+                if isinstance(message, CallCreated) and reply_to in self._dialling:
+                    self._register_outbound(message)
                 if isinstance(message, Error):
                     fut.set_exception(OperatorError(message.code, message.message))
                 else:
@@ -859,23 +862,31 @@ class Operator:
         if self.is_busy:
             raise OperatorError(ErrorCode.BUSY, "a call is already active; hang it up first")
         await self._ensure_connected()
-        reply = await self._request(
-            Dial(id=self._next_id(), to=to, caller_id=caller_id, params=dict(params or {}))
-        )
+        request = Dial(id=self._next_id(), to=to, caller_id=caller_id, params=dict(params or {}))
+        self._dialling.add(request.id)
+        try:
+            reply = await self._request(request)
+        finally:
+            self._dialling.discard(request.id)
         assert isinstance(reply, CallCreated)
+        call = self._calls[reply.call_sid]
+        call._start_media()
+        return call
+
+    def _register_outbound(self, created: CallCreated) -> None:
+        """Called by the reader as ``call_created`` arrives, so that the call's next messages
+        (ringing, answered, ended), read before ``dial()`` resumes, find it."""
         call = Call(
             self,
-            call_sid=reply.call_sid,
+            call_sid=created.call_sid,
             direction=Direction.OUTBOUND,
-            from_=reply.from_,
-            to=reply.to,
-            params=reply.params,
+            from_=created.from_,
+            to=created.to,
+            params=created.params,
             phone_number_id=None,
             state=CallState.CONNECTING,
         )
         self._calls[call.call_sid] = call
-        call._start_media()
-        return call
 
     def _call_finished(self, call: Call) -> None:
         self._calls.pop(call.call_sid, None)
