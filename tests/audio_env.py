@@ -218,6 +218,19 @@ class VirtualAudio:
         self.previous_config = os.environ.get("ALSA_CONFIG_PATH")
         os.environ["ALSA_CONFIG_PATH"] = str(self.config_path)
 
+    def crash_daemon(self) -> None:
+        """Kill the sound server (SIGKILL): every open stream on it stalls, as when a USB
+        headset is pulled or PulseAudio dies."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def restart_daemon(self) -> None:
+        """Start the sound server again on the same socket and devices."""
+        previous = self.previous_config
+        self._launch()
+        self.previous_config = previous
+
     def _wait_ready(self, env: dict[str, str]) -> None:
         assert self.process is not None
         env = {**env, "PULSE_SERVER": self.server}

@@ -229,3 +229,47 @@ async def test_processing_can_be_switched_during_a_call(
     finally:
         await operator.close()
     assert audio.settings.noise_suppression
+
+
+@pytest.mark.parametrize("policy", ["continue", "hangup"])
+async def test_sound_server_dies_mid_call(
+    core: CoreServer, virtual_audio: VirtualAudio, policy: str
+) -> None:
+    """The sound server is killed during a call (every stream stalls, as when a headset is
+    pulled): an AUDIO_DEVICE_LOST error on the call and the operator within ~2 s; then the
+    call goes on without sound until the operator picks a device again, or hangs up."""
+    operator = sandbox_operator(core.url, audio=manager(MIC, SPEAKER), audio_device_lost=policy)
+    log = EventLog(operator)
+    restarted = False
+    try:
+        call = await operator.dial(ECHO)
+        assert await call.wait_started(10)
+        call_errors: list[OperatorError] = []
+        call.on("error", call_errors.append)
+        await wait_until(lambda: call.stats.frames_sent >= 25, timeout=5)
+        virtual_audio.crash_daemon()
+        error = await log.wait_for("error", timeout=6)
+        assert error.code == "AUDIO_DEVICE_LOST"
+        assert call_errors == [error]
+        if policy == "hangup":
+            assert await call.wait_ended(5) == "failed"
+            assert "audio device" in call.end_message
+            return
+        sent = call.stats.frames_sent
+        await wait_until(lambda: call.stats.frames_sent >= sent + 25, timeout=5)  # silence
+        assert call.state == CallState.ACTIVE
+        assert "pick another" in error.message
+        virtual_audio.restart_daemon()
+        restarted = True
+        info = await operator.audio.select_input(MIC)  # the headset is back: pick it
+        assert info is not None
+        assert isinstance(operator.audio.active_device, PyAudioDevice)
+        captured = call.stats.frames_sent
+        await wait_until(lambda: call.stats.frames_sent >= captured + 25, timeout=5)
+        assert call.state == CallState.ACTIVE
+        await call.hangup()
+        assert len(log.of("error")) == 1
+    finally:
+        await operator.close()
+        if not restarted:
+            virtual_audio.restart_daemon()

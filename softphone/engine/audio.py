@@ -373,6 +373,24 @@ class AudioManager:
         self.processor = self._new_processor()
         return device
 
+    async def recover_lost(self, call: Call, lost: AudioDevice) -> AudioDevice:
+        """The call's sound card stopped: open the chosen devices afresh (it may have been a
+        glitch of the sound server), else continue on the silent stand-in (picking a device
+        with ``select_input``/``select_output`` then replaces it). The dead device is
+        stopped in the background: a stream whose server vanished may take time to close."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_device, call))
+        try:
+            new = await asyncio.wait_for(asyncio.shield(opening), 5.0)
+        except (OperatorError, TimeoutError):
+            opening.add_done_callback(self._stop_abandoned)
+            new = NullAudioDevice()
+            new.start()
+        if self._active is lost or self._active is None:
+            self._active = new
+            self.processor = self._new_processor()
+        self._stops.add(asyncio.ensure_future(asyncio.to_thread(lost.stop)))
+        return new
+
     def _stop_abandoned(self, opening: asyncio.Future[AudioDevice]) -> None:
         if opening.cancelled() or opening.exception() is not None:
             return

@@ -21,7 +21,9 @@ from softphone.engine.quality import QualityMonitor
 from softphone.engine.states import CALL_TRANSITIONS, CallState, InvalidTransition, StateMachine
 from softphone.media import (
     AudioDevice,
+    AudioErrorCode,
     FlatInputDetector,
+    NullAudioDevice,
     SpeakingWhileMuted,
     decode_mulaw,
     dtmf_sound,
@@ -508,6 +510,33 @@ def _reopenable(exc: BaseException) -> bool:
     return True
 
 
+class _DeviceWatch:
+    """Notices a sound card that stopped delivering microphone frames (its callbacks
+    stopped: unplugged, or the sound server died) or reported a failure."""
+
+    FIRST_FRAME_WITHIN = 5.0
+    STALL_AFTER = 2.0
+
+    def __init__(self, now: float) -> None:
+        self.opened_at = now
+        self.last_frame_at: float | None = None
+        self.reported = False
+
+    def lost(self, device: AudioDevice, captured: bool, now: float) -> bool:
+        if self.reported or isinstance(device, NullAudioDevice):
+            return False
+        if captured:
+            self.last_frame_at = now
+        failed = device.error is not None
+        if self.last_frame_at is None:
+            stalled = now - self.opened_at > self.FIRST_FRAME_WITHIN
+        else:
+            stalled = now - self.last_frame_at > self.STALL_AFTER
+        if failed or stalled:
+            self.reported = True
+        return self.reported
+
+
 class _MediaLeg:
     """Opens the call's media WebSocket, pumps audio between it and the audio device."""
 
@@ -735,6 +764,7 @@ class _MediaLeg:
         muted_talk = SpeakingWhileMuted()
         flat_input = FlatInputDetector()
         flat = False
+        watch = _DeviceWatch(loop.time())
         while True:
             deadline += _SEND_TICK
             delay = deadline - loop.time()
@@ -745,7 +775,10 @@ class _MediaLeg:
             processor = audio.processor  # may be switched on or off during the call
             if audio.active_device is not None and audio.active_device is not device:
                 device = self._device = audio.active_device  # replaced (see AudioManager)
+                watch = _DeviceWatch(loop.time())
+            captured = False
             while (pcm := device.read_frame()) is not None:
+                captured = True
                 if processor is not None:
                     pcm = processor.process_capture(pcm)
                 payload = self._silence if self._call.muted else self._encode(pcm).tobytes()
@@ -762,6 +795,9 @@ class _MediaLeg:
                     break
                 self.quality.frame_sent(len(frame))
             now = loop.time()
+            if audio.uses_sound_card and watch.lost(device, captured, now):
+                device = self._device = await self._device_lost(device)
+                watch = _DeviceWatch(loop.time())
             if now >= next_level:
                 next_level = now + _LEVEL_EVERY
                 level_in, level_out = device.levels.read()
@@ -791,6 +827,31 @@ class _MediaLeg:
             if ws is not None and now >= next_ping:
                 next_ping = now + _PING_EVERY
                 await self.send_control(Ping(ts=time.monotonic()))
+
+    async def _device_lost(self, device: AudioDevice) -> AudioDevice:
+        """The sound card stopped delivering (unplugged, sound server gone): say so, then go
+        on as the operator chose — on a fresh device or silence, or by hanging up."""
+        call, op = self._call, self._op
+        reason = str(device.error.message) if device.error is not None else "no audio for 2 s"
+        message = f"the audio device stopped ({reason}): unplugged, or the sound server went away"
+        if op.audio_device_lost == "hangup":
+            call._emit_error(OperatorError(AudioErrorCode.AUDIO_DEVICE_LOST, message))
+            op._spawn(call._hang_up(EndReason.FAILED, "the audio device was lost"))
+            return device
+        new = await op.audio.recover_lost(call, device)
+        fallback = isinstance(new, NullAudioDevice)
+        call._emit_error(
+            OperatorError(
+                AudioErrorCode.AUDIO_DEVICE_LOST,
+                message
+                + (
+                    "; the call goes on without sound: pick another microphone or speaker"
+                    if fallback
+                    else "; the call goes on with the device re-opened"
+                ),
+            )
+        )
+        return new
 
     def play_locally(self, digits: str) -> None:
         """DTMF feedback on the operator's speaker (when sounds are on)."""

@@ -135,6 +135,7 @@ class Operator:
         media_reconnect_window: float = 10.0,
         close_protection: bool = False,
         ca_file: str | Path | None = None,
+        audio_device_lost: Literal["continue", "hangup"] = "continue",
         client_name: str = "audin-phone",
         logger: logging.Logger | None = None,
     ) -> None:
@@ -160,6 +161,11 @@ class Operator:
         self.media_reconnect_window = float(media_reconnect_window)
         """Seconds a call may spend re-opening a dropped media leg before it ends ``failed``."""
         self.close_protection = close_protection
+        if audio_device_lost not in ("continue", "hangup"):
+            raise ValueError("audio_device_lost must be 'continue' or 'hangup'")
+        self.audio_device_lost = audio_device_lost
+        """What a call does when its sound card stops: go on (re-opened, or silent until
+        another device is picked) or hang up (``failed``). Either way an error is emitted."""
         self.tls = tls_context(ca_file)
         """Verifies the core's certificate on https/wss (system CAs, or ``ca_file``)."""
         """When true, ``close()`` refuses while a call is live (``close(force=True)`` wins)."""

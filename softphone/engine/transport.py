@@ -100,6 +100,7 @@ async def connect_ws(
                 ssl=(tls or tls_context()) if url.startswith("wss://") else None,
                 additional_headers={"Authorization": f"Bearer {token}"},
                 max_size=MAX_INCOMING,
+                compression=None,  # G.711 does not compress; deflate costs CPU and delay
                 ping_interval=None,
                 close_timeout=2.0,
                 open_timeout=None,
