@@ -554,7 +554,9 @@ class Operator:
                 self._set_state(PresenceState.CONNECTING)
             try:
                 await self._establish()
-            except OperatorError:
+            except OperatorError as exc:
+                if exc.code != ClientErrorCode.TOKEN_FETCH_FAILED:  # that one was emitted
+                    self._emit_error(exc)
                 if self.state == PresenceState.CONNECTING:
                     self._set_state(PresenceState.OFFLINE)
                 raise

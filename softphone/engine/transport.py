@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -18,11 +19,38 @@ from softphone.protocol.http import parse_error_body
 MAX_INCOMING = max(MAX_MESSAGE_BYTES, FRAME_BYTES) * 4
 
 
+_SECRET = re.compile(
+    r'"token"\s*:\s*"[^"]*"?'  # a token field in a logged frame (maybe cut short)
+    r"|eyJ[\w.\-]*(?:\.\.\.)?[\w.\-]*"  # a JWT, whole or elided ("eyJhb...xyz")
+)
+
+
+def _mask(value: object) -> object:
+    """``value`` with every token masked; frames and other objects are rendered first."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = (
+        bytes(value).decode("utf-8", "replace")
+        if isinstance(value, bytes | bytearray)
+        else str(value)
+    )
+    if "eyJ" not in text and '"token"' not in text:
+        return value
+    return _SECRET.sub(
+        lambda m: '"token":"<redacted>"' if m.group(0).startswith('"') else "<redacted token>",
+        text,
+    )
+
+
 class RedactAuthorization(logging.Filter):
-    """Hide the value of an ``Authorization`` header in websockets' debug log of a handshake
-    (it logs every request header as ``"> %s: %s"``)."""
+    """Hide tokens in websockets' debug log: the ``Authorization`` header of a handshake
+    (logged as ``"> %s: %s"``) and any token inside a logged frame (``update_token``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_mask(a) for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _mask(record.msg)
         args = record.args
         if isinstance(args, tuple) and len(args) >= 2:
             if any(isinstance(a, str) and a.lower() == "authorization" for a in args):

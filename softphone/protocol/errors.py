@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     CALL_NOT_AVAILABLE = "CALL_NOT_AVAILABLE"
     BUSY = "BUSY"
     MEDIA_LEG_REPLACED = "MEDIA_LEG_REPLACED"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -65,6 +67,8 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.CALL_NOT_AVAILABLE: "The call can no longer be accepted (taken, withdrawn or ended).",
     ErrorCode.BUSY: "The operator already has an active call.",
     ErrorCode.MEDIA_LEG_REPLACED: "A newer media connection for the same call took over.",
+    ErrorCode.RATE_LIMITED: "Too many token requests; retry after the Retry-After seconds.",
+    ErrorCode.TOO_MANY_CONNECTIONS: "Too many open WebSockets use the same session token.",
     ErrorCode.INTERNAL_ERROR: "The core failed unexpectedly; the request may be retried.",
 }
 
@@ -80,6 +84,8 @@ ERROR_HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BUSY: 409,
     ErrorCode.CALL_NOT_AVAILABLE: 409,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_CONNECTIONS: 429,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

@@ -23,6 +23,11 @@ ADMIN_HANGUP_PATH_TEMPLATE: Final = "/v1/admin/calls/{call_sid}/hangup"
 SANDBOX_TOKEN_PATH: Final = "/sandbox/token"
 CALLER_GENERATOR_PATH: Final = "/v1/sandbox/caller-generator"
 ADMIN_CALLER_GENERATOR_PATH: Final = "/v1/admin/caller-generator"
+ADMIN_OPERATORS_PATH: Final = "/v1/admin/operators"
+ADMIN_CALLS_PATH: Final = "/v1/admin/calls"
+ADMIN_SIGNING_KEYS_PATH: Final = "/v1/admin/signing-keys"
+MAX_CALL_LIST: Final = 1000
+DEFAULT_CALL_LIST: Final = 50
 
 T = TypeVar("T")
 
@@ -118,6 +123,94 @@ class CallerGeneratorState(msgspec.Struct, rename="camel", frozen=True, kw_only=
     mean_interval_seconds: float
     numbers: list[str]
     calls_placed: int
+
+
+class Health(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """``GET /v1/health``: liveness and live counts (no authentication)."""
+
+    status: str
+    protocol: int
+    sandbox: bool
+    tls: bool
+    sessions: int
+    calls: int
+    operators_online: int
+    calls_in_progress: int
+    started_at: str
+    uptime_seconds: float
+
+
+class OnlineOperator(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One open presence session, as ``GET /v1/admin/operators`` lists it."""
+
+    session_id: str
+    account_id: str
+    operator_ref: str
+    display_name: str
+    available_on: list[str]
+    online_since: str
+    token_expires_at: str
+    call_sid: str | None = None
+
+
+class OperatorList(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """``GET /v1/admin/operators``: every open presence session, oldest first."""
+
+    operators: list[OnlineOperator]
+
+
+class CallSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One call as ``GET /v1/admin/calls`` lists it (the record without DTMF and feedback)."""
+
+    call_sid: str
+    account_id: str
+    direction: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    status: str
+    end_reason: str | None
+    end_message: str | None
+    operator_ref: str | None
+    created_at: str
+    answered_at: str | None
+    ended_at: str | None
+
+
+class CallList(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """``GET /v1/admin/calls``: stored calls, newest first."""
+
+    calls: list[CallSummary]
+
+
+class SigningKeyRotation(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """``POST /v1/admin/signing-keys`` body: make a new signing key active; with
+    ``revokePrevious`` every older key stops verifying at once."""
+
+    revoke_previous: bool = False
+
+
+class SigningKeyInfo(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A signing key of the core (never its secret)."""
+
+    kid: str
+    created_at: str
+    active: bool
+    revoked_at: str | None = None
+
+
+class SigningKeyList(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """``GET /v1/admin/signing-keys``, oldest first."""
+
+    signing_keys: list[SigningKeyInfo]
+
+
+class SigningKeyRotated(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """Answer of ``POST /v1/admin/signing-keys``: the new key, the keys revoked, and how many
+    open WebSockets were closed because their token was signed by a revoked key."""
+
+    kid: str
+    revoked: list[str]
+    closed_sockets: int
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

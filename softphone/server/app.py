@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -50,10 +52,21 @@ from softphone.protocol import (
 from softphone.protocol import http as api
 from softphone.server.auth import ApiKeyVerifier, Claims, TokenAuthority, bearer, utc_iso
 from softphone.server.callers import DEFAULT_MEAN_INTERVAL, CallerGenerator
-from softphone.server.core import Core, MediaLeg, OperatorSession
+from softphone.server.core import CallStatus, Core, CoreCall, MediaLeg, OperatorSession
+from softphone.server.limits import (
+    AUTH_FAILURE_BURST,
+    AUTH_FAILURE_RATE,
+    DEFAULT_CONNECTIONS_PER_TOKEN,
+    DEFAULT_TOKEN_BURST,
+    DEFAULT_TOKEN_RATE,
+    ConnectionLimiter,
+    RateLimited,
+    RateLimiter,
+)
 from softphone.server.network import SimulatedNetwork
-from softphone.server.store import PhoneNumberRow, Store
+from softphone.server.store import CallRow, PhoneNumberRow, Store
 from softphone.server.timings import CoreTimings
+from softphone.server.tls import server_tls_context
 from softphone.server.voices import DEFAULT_ASSETS_DIR
 
 log = logging.getLogger("audin.core")
@@ -85,6 +98,16 @@ class CoreConfig:
     """Seed of the caller generator's random numbers (reproducible runs and tests)."""
     assets_dir: Path = DEFAULT_ASSETS_DIR
     """Folder of the sandbox voice clips (``assets/sandbox`` of the source tree)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: with ``tls_key``, the core serves https and wss."""
+    tls_key: Path | None = None
+    """PEM private key (unencrypted) of ``tls_cert``."""
+    token_rate: float = DEFAULT_TOKEN_RATE
+    """Token requests per second per API key (and per client address on /sandbox/token)."""
+    token_burst: int = DEFAULT_TOKEN_BURST
+    """Token requests allowed at once, before ``token_rate`` applies."""
+    max_connections_per_token: int = DEFAULT_CONNECTIONS_PER_TOKEN
+    """Open WebSockets authenticated by the same session token (its ``jti``)."""
 
     @property
     def db_path(self) -> Path:
@@ -184,6 +207,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except RateLimited as exc:
+        response = error_response(exc.code, exc.message)
+        response.headers["Retry-After"] = exc.retry_after_header
+        return response
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     except web.HTTPException as exc:
@@ -212,7 +239,21 @@ class CoreServer:
     def __init__(self, config: CoreConfig) -> None:
         if config.caller_generator and not config.sandbox:
             raise ValueError("the caller generator needs a sandbox core (sandbox=True)")
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key")
         self.config = config
+        self.tls: ssl.SSLContext | None = (
+            server_tls_context(config.tls_cert, config.tls_key)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
+        self.token_limiter = RateLimiter(config.token_rate, config.token_burst)
+        """Token requests per API key id, and per client address on /sandbox/token."""
+        self.auth_failures = RateLimiter(AUTH_FAILURE_RATE, AUTH_FAILURE_BURST)
+        """Refused API keys per client address."""
+        self.connections = ConnectionLimiter(config.max_connections_per_token)
+        self.started_at = time.time()
+        self._started = time.monotonic()
         self.store = Store(config.db_path)
         self.admin_key = config.admin_key or load_or_create_admin_key(config.admin_key_path)
         self.tokens = TokenAuthority(self.store)
@@ -245,7 +286,7 @@ class CoreServer:
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
 
     async def start(self) -> None:
         app = web.Application(middlewares=[errors_middleware], client_max_size=api.MAX_BODY_BYTES)
@@ -255,6 +296,10 @@ class CoreServer:
         app.router.add_get("/v1/calls/{call_sid}/media", self.media)
         app.router.add_get(api.HEALTH_PATH, self.health)
         app.router.add_post(api.INBOUND_CALLS_PATH, self.admin_inbound)
+        app.router.add_get(api.ADMIN_OPERATORS_PATH, self.admin_operators)
+        app.router.add_get(api.ADMIN_CALLS_PATH, self.admin_calls)
+        app.router.add_get(api.ADMIN_SIGNING_KEYS_PATH, self.admin_signing_keys)
+        app.router.add_post(api.ADMIN_SIGNING_KEYS_PATH, self.admin_rotate_signing_key)
         app.router.add_get("/v1/admin/calls/{call_sid}", self.admin_call)
         app.router.add_post("/v1/admin/calls/{call_sid}/hangup", self.admin_hangup)
         app.router.add_get(api.CALLER_GENERATOR_PATH, self.sandbox_callers)
@@ -268,13 +313,23 @@ class CoreServer:
         await self._runner.setup()
         sock = _listen(self.config.host, self.config.port)
         self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self.tls).start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        log.info("audin-core listening on %s (sandbox=%s)", self.url, self.config.sandbox)
+        log.info(
+            "audin-core listening on %s (sandbox=%s)",
+            self.url,
+            self.config.sandbox,
+            extra={"event": "core_started", "url": self.url, "sandbox": self.config.sandbox},
+        )
         if self.config.caller_generator:
             await self.callers.configure(enabled=True)
 
     async def stop(self) -> None:
+        log.info(
+            "audin-core stopping: ending %d calls",
+            len(self.core.calls),
+            extra={"event": "core_stopping", "calls": len(self.core.calls)},
+        )
         await self.callers.stop()
         await self.core.shutdown()
         if self._sweeper is not None:
@@ -357,15 +412,62 @@ class CoreServer:
             ttl=ttl or self.config.token_ttl,
         )
         log.info(
-            "token issued account=%s operator=%s expires=%s", account_id, operator_ref, utc_iso(exp)
+            "token issued account=%s operator=%s expires=%s",
+            account_id,
+            operator_ref,
+            utc_iso(exp),
+            extra={
+                "event": "token_issued",
+                "account": account_id,
+                "operator": operator_ref,
+                "expires_at": utc_iso(exp),
+            },
         )
         return json_response(api.TokenResponse(token=token, expires_at=utc_iso(exp)))
 
     # ------------------------------------------------------------------ HTTP endpoints
 
+    def _rate_limit(self, limiter: RateLimiter, key: str, what: str, **fields: str) -> None:
+        wait = limiter.take(key)
+        if wait > 0:
+            log.warning(
+                "rate limited: %s (retry after %.1f s)",
+                what,
+                wait,
+                extra={"event": "rate_limited", **fields},
+            )
+            raise RateLimited(
+                f"too many token requests {what}; retry in {max(1, math.ceil(wait))} s", wait
+            )
+
     async def issue_token(self, request: web.Request) -> web.Response:
         api_key = request.headers.get("X-API-Key")
-        account_id = await asyncio.to_thread(self.api_keys.verify, api_key)
+        client = request.remote or "unknown"
+        refused = self.auth_failures.wait(client)
+        if refused > 0:
+            raise RateLimited(
+                "too many refused API keys from this address;"
+                f" retry in {max(1, math.ceil(refused))} s",
+                refused,
+            )
+        try:
+            key = await asyncio.to_thread(self.api_keys.authenticate, api_key)
+        except ProtocolError:
+            self.auth_failures.take(client)
+            log.info(
+                "API key refused from %s",
+                client,
+                extra={"event": "api_key_refused", "client_ip": client},
+            )
+            raise
+        account_id = key.account_id
+        self._rate_limit(
+            self.token_limiter,
+            f"key:{key.key_id}",
+            f"for API key {key.key_id}",
+            account=account_id,
+            key_id=key.key_id,
+        )
         body = api.decode_body(await request.read(), api.TokenRequest)
         owned = {pn.id for pn in self.store.phone_numbers(account_id)}
         foreign = [pn for pn in body.phone_number_ids if pn not in owned]
@@ -383,6 +485,8 @@ class CoreServer:
         )
 
     async def sandbox_token(self, request: web.Request) -> web.Response:
+        client = request.remote or "unknown"
+        self._rate_limit(self.token_limiter, f"ip:{client}", f"from {client}", client_ip=client)
         raw = await request.read()
         body = (
             api.decode_body(raw, api.SandboxTokenRequest)
@@ -407,15 +511,129 @@ class CoreServer:
         return json_response(api.PhoneNumberList(phone_numbers=numbers))
 
     async def health(self, request: web.Request) -> web.Response:
+        sessions = list(self.core.sessions.values())
         return json_response(
-            {
-                "status": "ok",
-                "protocol": PROTOCOL_VERSION,
-                "sessions": len(self.core.sessions),
-                "calls": len(self.core.calls),
-                "sandbox": self.config.sandbox,
-            }
+            api.Health(
+                status="ok",
+                protocol=PROTOCOL_VERSION,
+                sandbox=self.config.sandbox,
+                tls=self.tls is not None,
+                sessions=len(sessions),
+                calls=len(self.core.calls),
+                operators_online=len({s.operator_key for s in sessions if not s.closed}),
+                calls_in_progress=sum(
+                    1 for c in self.core.calls.values() if c.status == CallStatus.IN_PROGRESS
+                ),
+                started_at=utc_iso(self.started_at),
+                uptime_seconds=round(time.monotonic() - self._started, 3),
+            )
         )
+
+    async def admin_operators(self, request: web.Request) -> web.Response:
+        """``GET /v1/admin/operators[?account=ID]``: every open presence session."""
+        self._require_admin(request)
+        account = request.query.get("account")
+        now_wall, now_mono = time.time(), time.monotonic()
+        active = {
+            call.operator_key: call.sid
+            for call in self.core.calls.values()
+            if call.operator_key is not None and call.status != CallStatus.COMPLETED
+        }
+        operators = [
+            api.OnlineOperator(
+                session_id=s.session_id,
+                account_id=s.claims.account_id,
+                operator_ref=s.claims.operator_ref,
+                display_name=s.claims.display_name,
+                available_on=sorted(s.availability),
+                online_since=utc_iso(now_wall - (now_mono - s.opened_at)),
+                token_expires_at=utc_iso(s.claims.expires_at),
+                call_sid=active.get(s.operator_key),
+            )
+            for s in sorted(self.core.sessions.values(), key=lambda s: s.opened_at)
+            if not s.closed and (account is None or s.claims.account_id == account)
+        ]
+        return json_response(api.OperatorList(operators=operators))
+
+    async def admin_calls(self, request: web.Request) -> web.Response:
+        """``GET /v1/admin/calls[?active=true][&account=ID][&limit=N]``: stored calls."""
+        self._require_admin(request)
+        query = request.query
+        active = _query_bool(query.get("active", "false"), "active")
+        raw_limit = query.get("limit", str(api.DEFAULT_CALL_LIST))
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= api.MAX_CALL_LIST:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"limit must be an integer from 1 to {api.MAX_CALL_LIST}"
+            )
+        rows = self.store.calls(
+            account_id=query.get("account"), active=active, limit=int(raw_limit)
+        )
+        return json_response(api.CallList(calls=[_summary(row) for row in rows]))
+
+    async def admin_signing_keys(self, request: web.Request) -> web.Response:
+        """``GET /v1/admin/signing-keys``: the core's signing keys, without secrets."""
+        self._require_admin(request)
+        return json_response(
+            api.SigningKeyList(
+                signing_keys=[
+                    api.SigningKeyInfo(
+                        kid=row.kid,
+                        created_at=row.created_at,
+                        active=row.kid == self.tokens.active_kid,
+                        revoked_at=row.revoked_at,
+                    )
+                    for row in self.store.signing_key_rows()
+                ]
+            )
+        )
+
+    async def admin_rotate_signing_key(self, request: web.Request) -> web.Response:
+        """``POST /v1/admin/signing-keys``: sign with a new key from now on; optionally revoke
+        the older ones and close every socket whose token one of them signed (4001)."""
+        self._require_admin(request)
+        raw = await request.read()
+        body = (
+            api.decode_body(raw, api.SigningKeyRotation)
+            if raw.strip()
+            else api.SigningKeyRotation()
+        )
+        kid = self.tokens.rotate()
+        revoked = self.tokens.revoke_previous() if body.revoke_previous else []
+        closed = 0
+        if revoked:
+            closed = await self._close_unverifiable()
+        log.warning(
+            "signing key rotated: now %s; revoked %s; closed %d sockets",
+            kid,
+            ", ".join(revoked) or "none",
+            closed,
+            extra={
+                "event": "signing_key_rotated",
+                "kid": kid,
+                "revoked": ",".join(revoked),
+                "closed_sockets": closed,
+            },
+        )
+        return json_response(
+            api.SigningKeyRotated(kid=kid, revoked=revoked, closed_sockets=closed), status=201
+        )
+
+    async def _close_unverifiable(self) -> int:
+        """Close (4001, TOKEN_INVALID) every socket whose token's signing key was revoked."""
+        doomed = [
+            peer
+            for peer in list(self._peers)
+            if not peer.closed
+            and peer.claims is not None
+            and not self.tokens.verifies(peer.claims.kid)
+        ]
+        for peer in doomed:
+            await peer.fail(
+                ErrorCode.TOKEN_INVALID,
+                "the token's signing key was revoked; reconnect with a fresh token",
+                CloseCode.UNAUTHORIZED,
+            )
+        return len(doomed)
 
     async def admin_inbound(self, request: web.Request) -> web.Response:
         self._require_admin(request)
@@ -456,6 +674,11 @@ class CoreServer:
     async def admin_hangup(self, request: web.Request) -> web.Response:
         self._require_admin(request)
         call = await self.core.remote_hangup(request.match_info["call_sid"])
+        log.info(
+            "call %s hung up by the admin",
+            call.sid,
+            extra={"event": "admin_hangup", "call_sid": call.sid, "account": call.account_id},
+        )
         return json_response({"callSid": call.sid, "status": call.status.value})
 
     async def sandbox_callers(self, request: web.Request) -> web.Response:
@@ -498,12 +721,40 @@ class CoreServer:
 
     # ------------------------------------------------------------------ WebSockets
 
+    @contextlib.asynccontextmanager
+    async def _connection_slot(self, claims: Claims) -> AsyncIterator[None]:
+        """Hold one of the token's WebSocket slots for the life of a socket; with none free,
+        refuse the upgrade (``TOO_MANY_CONNECTIONS``, HTTP 429)."""
+        if not self.connections.acquire(claims.token_id):
+            log.warning(
+                "refused a WebSocket of %s/%s: %d open with the same token",
+                claims.account_id,
+                claims.operator_ref,
+                self.connections.limit,
+                extra={
+                    "event": "too_many_connections",
+                    "account": claims.account_id,
+                    "operator": claims.operator_ref,
+                },
+            )
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                f"{self.connections.limit} WebSockets are already open with this token;"
+                " fetch a fresh token for each connection",
+            )
+        try:
+            yield
+        finally:
+            self.connections.release(claims.token_id)
+
     async def _open_ws(
         self, request: web.Request, channel: Channel, claims: Claims
     ) -> tuple[WsPeer, Hello | None]:
         """Upgrade, then wait for a valid ``hello``; on failure send an error, close, and
         return no hello (the handler then returns the closed WebSocket response)."""
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None)
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False
+        )
         await ws.prepare(request)
         peer = WsPeer(ws, channel)
         peer.claims = claims
@@ -536,6 +787,14 @@ class CoreServer:
             )
             await peer.fail(exc.code, exc.message, close)
             return peer, None
+        if not self.tokens.verifies(claims.kid):
+            # The signing key was revoked while this socket waited for its hello.
+            await peer.fail(
+                ErrorCode.TOKEN_INVALID,
+                "the token's signing key was revoked; reconnect with a fresh token",
+                CloseCode.UNAUTHORIZED,
+            )
+            return peer, None
         peer.heartbeat_interval = hello.heartbeat_interval
         peer.last_rx = time.monotonic()
         self._peers.add(peer)
@@ -543,10 +802,26 @@ class CoreServer:
 
     async def presence(self, request: web.Request) -> web.StreamResponse:
         claims = self._claims(request)
+        async with self._connection_slot(claims):
+            return await self._presence(request, claims)
+
+    async def _presence(self, request: web.Request, claims: Claims) -> web.StreamResponse:
         peer, hello = await self._open_ws(request, Channel.PRESENCE, claims)
         if hello is None:
             return peer.ws
         session = self.core.open_session(claims, peer, hello.heartbeat_interval)
+        fields = {
+            "session": session.session_id,
+            "account": claims.account_id,
+            "operator": claims.operator_ref,
+        }
+        log.info(
+            "operator online: %s/%s session %s",
+            claims.account_id,
+            claims.operator_ref,
+            session.session_id,
+            extra={"event": "operator_online", **fields},
+        )
         try:
             await peer.send(
                 Welcome(
@@ -568,6 +843,15 @@ class CoreServer:
         finally:
             self._peers.discard(peer)
             await self.core.close_session(session)
+            reason = _close_reason(peer.ws.close_code)
+            log.info(
+                "operator offline: %s/%s session %s (%s)",
+                claims.account_id,
+                claims.operator_ref,
+                session.session_id,
+                reason,
+                extra={"event": "operator_offline", "reason": reason, **fields},
+            )
         return peer.ws
 
     async def _on_presence(self, session: OperatorSession, peer: WsPeer, message: Message) -> None:
@@ -594,12 +878,26 @@ class CoreServer:
     async def media(self, request: web.Request) -> web.StreamResponse:
         claims = self._claims(request)
         call = self.core.check_media_access(claims, request.match_info["call_sid"])
+        async with self._connection_slot(claims):
+            return await self._media(request, claims, call)
+
+    async def _media(
+        self, request: web.Request, claims: Claims, call: CoreCall
+    ) -> web.StreamResponse:
+        sid = call.sid
         peer, hello = await self._open_ws(request, Channel.MEDIA, claims)
         if hello is None:
             return peer.ws
         leg: MediaLeg | None = None
+        fields = {"call_sid": sid, "account": claims.account_id, "operator": claims.operator_ref}
         try:
             leg = await self.core.attach_media(call, claims, peer, hello.codecs)
+            log.info(
+                "media leg open: call %s codec %s",
+                sid,
+                leg.codec.value,
+                extra={"event": "media_open", "codec": leg.codec.value, **fields},
+            )
             await self._read_loop(peer, Channel.MEDIA, lambda m: self._on_media(leg, peer, m), leg)
         except ProtocolError as exc:
             await peer.fail(exc.code, exc.message, CloseCode.PROTOCOL_ERROR)
@@ -609,6 +907,21 @@ class CoreServer:
             self._peers.discard(peer)
             if leg is not None:
                 await self.core.detach_media(leg)
+                reason = _close_reason(peer.ws.close_code)
+                log.info(
+                    "media leg closed: call %s (%s), %d frames in, %d out",
+                    sid,
+                    reason,
+                    leg.frames_in,
+                    leg.frames_out,
+                    extra={
+                        "event": "media_closed",
+                        "reason": reason,
+                        "frames_in": leg.frames_in,
+                        "frames_out": leg.frames_out,
+                        **fields,
+                    },
+                )
         return peer.ws
 
     async def _on_media(self, leg: MediaLeg | None, peer: WsPeer, message: Message) -> None:
@@ -666,3 +979,39 @@ class CoreServer:
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     await peer.close(CloseCode.PROTOCOL_ERROR, "too many invalid messages")
                     break
+
+
+def _query_bool(value: str, name: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be true or false")
+
+
+def _summary(row: CallRow) -> api.CallSummary:
+    return api.CallSummary(
+        call_sid=row.call_sid,
+        account_id=row.account_id,
+        direction=row.direction,
+        from_=row.from_number,
+        to=row.to_number,
+        status=row.status,
+        end_reason=row.end_reason,
+        end_message=row.end_message,
+        operator_ref=row.operator_ref,
+        created_at=row.created_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+    )
+
+
+def _close_reason(code: int | None) -> str:
+    """A WebSocket close code as a word for the logs."""
+    if code is None:
+        return "connection lost"
+    try:
+        return f"close {code} {CloseCode(code).name.lower()}"
+    except ValueError:
+        return f"close {code}"

@@ -18,7 +18,9 @@ from softphone.server.store import ApiKeyRow, Store
 ISSUER = "audin-core"
 API_KEY_PREFIX = "audin_"
 # scrypt cost: about 30-60 ms per verification on one core, so an API key that leaks from a
-# database dump costs an attacker that much per guess. Verified keys are cached briefly.
+# database dump costs an attacker that much per guess. Verified keys are cached briefly; a
+# cached verification still checks (one primary-key lookup) that the key was not revoked
+# since, so revocation takes effect on the next request.
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -46,31 +48,45 @@ def new_api_key(account_id: str) -> tuple[str, ApiKeyRow]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    account_id: str
+    key_id: str
+
+
 class ApiKeyVerifier:
     """Checks ``X-API-Key`` values against the store. Blocking (scrypt): call it in a thread."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._clock = clock
-        self._cache: dict[bytes, tuple[str, float]] = {}
+        self._cache: dict[bytes, tuple[VerifiedKey, float]] = {}
 
     def verify(self, api_key: str | None) -> str:
         """Return the account id the key belongs to, or raise INVALID_API_KEY."""
+        return self.authenticate(api_key).account_id
+
+    def authenticate(self, api_key: str | None) -> VerifiedKey:
+        """The account and key id of a valid, unrevoked key; else raise INVALID_API_KEY."""
         if not api_key or not api_key.startswith(API_KEY_PREFIX) or "." not in api_key:
             raise ProtocolError(ErrorCode.INVALID_API_KEY, "missing or malformed X-API-Key header")
+        key_id, _, secret = api_key[len(API_KEY_PREFIX) :].partition(".")
         fingerprint = hashlib.sha256(api_key.encode()).digest()
         cached = self._cache.get(fingerprint)
         now = self._clock()
         if cached is not None and now - cached[1] < _CACHE_SECONDS:
-            return cached[0]
-        key_id, _, secret = api_key[len(API_KEY_PREFIX) :].partition(".")
+            if not self._store.api_key_revoked(key_id):
+                return cached[0]
+            self._cache.pop(fingerprint, None)
+            raise ProtocolError(ErrorCode.INVALID_API_KEY, "the API key is not valid")
         row = self._store.api_key(key_id)
         if row is None or not hmac.compare_digest(_kdf(secret, row.salt), row.hash):
             raise ProtocolError(ErrorCode.INVALID_API_KEY, "the API key is not valid")
         if len(self._cache) > 1024:
             self._cache.clear()
-        self._cache[fingerprint] = (row.account_id, now)
-        return row.account_id
+        verified = VerifiedKey(row.account_id, row.key_id)
+        self._cache[fingerprint] = (verified, now)
+        return verified
 
     def forget(self) -> None:
         self._cache.clear()
@@ -87,6 +103,8 @@ class Claims:
     issued_at: int
     expires_at: int
     token_id: str
+    kid: str = ""
+    """Id of the signing key that signed the token (its JWT header's ``kid``)."""
 
 
 class TokenAuthority:
@@ -96,10 +114,12 @@ class TokenAuthority:
         self._store = store
         self._clock = clock
         self._keys: dict[str, bytes] = {}
+        self._revoked: set[str] = set()
         self._active = ""
         self._load()
 
     def _load(self) -> None:
+        self._revoked = {r.kid for r in self._store.signing_key_rows() if r.revoked_at}
         keys = self._store.signing_keys()
         if not keys:
             self.rotate()
@@ -107,6 +127,10 @@ class TokenAuthority:
         self._keys = {kid: secret for kid, secret, _ in keys}
         actives = [kid for kid, _, active in keys if active]
         self._active = actives[-1] if actives else keys[-1][0]
+
+    @property
+    def active_kid(self) -> str:
+        return self._active
 
     def rotate(self) -> str:
         """Make a new signing key active. Tokens signed with older keys stay valid until expiry."""
@@ -116,6 +140,18 @@ class TokenAuthority:
         self._keys[kid] = secret
         self._active = kid
         return kid
+
+    def revoke_previous(self) -> list[str]:
+        """Revoke every signing key but the active one: tokens they signed stop verifying."""
+        revoked = self._store.revoke_signing_keys(self._active, utc_iso(self._clock()))
+        self._revoked.update(self._keys.keys() - {self._active})
+        self._revoked.update(revoked)
+        self._keys = {self._active: self._keys[self._active]}
+        return revoked
+
+    def verifies(self, kid: str) -> bool:
+        """Whether tokens signed with ``kid`` are still accepted."""
+        return kid in self._keys
 
     def issue(
         self,
@@ -152,10 +188,14 @@ class TokenAuthority:
             )
         try:
             header = jwt.get_unverified_header(token)
-            key = self._keys.get(str(header.get("kid", "")))
+            kid = str(header.get("kid", ""))
+            key = self._keys.get(kid)
             if key is None:
                 raise ProtocolError(
-                    ErrorCode.TOKEN_INVALID, "the token was not signed by this core"
+                    ErrorCode.TOKEN_INVALID,
+                    "the token's signing key was revoked; fetch a fresh token"
+                    if kid in self._revoked
+                    else "the token was not signed by this core",
                 )
             data = jwt.decode(
                 token,
@@ -183,6 +223,7 @@ class TokenAuthority:
             issued_at=int(data["iat"]),
             expires_at=int(data["exp"]),
             token_id=str(data["jti"]),
+            kid=kid,
         )
 
 

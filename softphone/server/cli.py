@@ -1,12 +1,17 @@
 """``audin-core``: run the reference operator core and administer it.
 
 audin-core [--sandbox [--caller-generator]] [--host H] [--port P] [--data-dir D]
-                                                       serve (the default)
+           [--tls-cert F --tls-key F]                  serve (the default)
 audin-core inbound --to NUMBER --from NUMBER           a simulated caller rings
 audin-core hangup CALL_SID                             the far end hangs up
 audin-core call CALL_SID                               show a call record
+audin-core calls [--active] [--account ID] [--limit N] list call records
+audin-core operators [--account ID]                    operators online
 audin-core callers on|off|status [--interval S]        the sandbox's caller generator
-audin-core account create NAME [--number E164 ...]     new account and API key
+audin-core signing-key rotate [--revoke-previous]|list token signing keys
+audin-core account create NAME [--number E164 ...]|list   accounts (database)
+audin-core key rotate|revoke|list ...                  API keys (database)
+audin-core number add|remove|list ...                  phone numbers (database)
 """
 
 from __future__ import annotations
@@ -33,12 +38,18 @@ from softphone.server.app import (
     CoreServer,
     load_or_create_admin_key,
 )
-from softphone.server.auth import new_api_key, utc_iso
+from softphone.server.auth import API_KEY_PREFIX, new_api_key, utc_iso
 from softphone.server.callers import DEFAULT_MEAN_INTERVAL
+from softphone.server.limits import (
+    DEFAULT_CONNECTIONS_PER_TOKEN,
+    DEFAULT_TOKEN_BURST,
+    DEFAULT_TOKEN_RATE,
+)
 from softphone.server.logs import setup_logging
 from softphone.server.network import BUSY_MESSAGE, IVR_DIGITS_CONTENT_TYPE
 from softphone.server.store import PhoneNumberRow, Store
 from softphone.server.timings import CoreTimings
+from softphone.server.tls import TlsConfigError, server_tls_context
 
 DEFAULT_PORT = 8765
 EXIT_OK = 0
@@ -62,11 +73,32 @@ commands (each has its own --help):
                                      a simulated caller rings one of the core's numbers
   audin-core hangup CALL_SID         the far end of a call hangs up
   audin-core call CALL_SID           show the stored record of a call
+  audin-core calls [--active] [--account ID] [--limit N]
+                                     list stored calls, newest first
+  audin-core operators [--account ID]
+                                     list the operators online (open presence sessions)
   audin-core callers on|off|status [--interval S]
                                      switch the sandbox's caller generator of the running
                                      core (PUT/GET /v1/admin/caller-generator)
+  audin-core signing-key rotate [--revoke-previous]
+                                     sign session tokens with a new key from now on;
+                                     --revoke-previous also invalidates every older token
+  audin-core signing-key list        the signing keys (ids and dates, never secrets)
+  The commands above talk to the running core (--core-url, X-Admin-Key from
+  <data-dir>/admin.key). Those below change its database directly (WAL: a running core
+  sees the change at once); --sandbox acts on sandbox.db (a --sandbox core's) instead of
+  core.db.
   audin-core account create NAME [--number E164 ...]
                                      new account and API key (printed once)
+  audin-core account list            accounts with their numbers and keys
+  audin-core key rotate ACCOUNT_ID [--keep-old]
+                                     new API key (printed once); the account's other keys
+                                     are revoked unless --keep-old
+  audin-core key revoke KEY_ID       revoke one API key (effective on its next use)
+  audin-core key list ACCOUNT_ID     key ids and dates (never secrets)
+  audin-core number add ACCOUNT_ID E164 [--name NAME]
+  audin-core number remove E164
+  audin-core number list [ACCOUNT_ID]
 
 sandbox network (--sandbox; docs/sandbox.md):
   +15550100 echo line        rings {t.echo_ring:g} s, answers, plays back what it hears
@@ -127,6 +159,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--token-ttl", type=int, default=3600, help="session token lifetime in seconds")
     p.add_argument("--json", action="store_true", help="print the URLs as one JSON line on start")
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM certificate (chain): serve https and wss (needs --tls-key)",
+    )
+    p.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="PEM private key, unencrypted"
+    )
+    p.add_argument(
+        "--token-rate",
+        type=float,
+        default=DEFAULT_TOKEN_RATE,
+        metavar="N",
+        help="token requests per second per API key, and per client address on"
+        f" /sandbox/token (default {DEFAULT_TOKEN_RATE:g})",
+    )
+    p.add_argument(
+        "--token-burst",
+        type=int,
+        default=DEFAULT_TOKEN_BURST,
+        metavar="N",
+        help=f"token requests allowed at once (default {DEFAULT_TOKEN_BURST})",
+    )
+    p.add_argument(
+        "--max-connections-per-token",
+        type=int,
+        default=DEFAULT_CONNECTIONS_PER_TOKEN,
+        metavar="N",
+        help="open WebSockets allowed with one session token"
+        f" (default {DEFAULT_CONNECTIONS_PER_TOKEN})",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-format",
@@ -157,7 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hangup": _hangup,
         "call": _show_call,
         "callers": _callers,
+        "calls": _calls,
+        "operators": _operators,
+        "signing-key": _signing_key,
         "account": _account,
+        "key": _key,
+        "number": _number,
     }
     if args and args[0] in commands:
         return commands[args[0]](args[1:])
@@ -180,6 +250,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if (opts.tls_cert is None) != (opts.tls_key is None):
+        print("audin-core: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
+    if not opts.token_rate > 0 or opts.token_burst < 1:
+        print(
+            "audin-core: error: --token-rate must be above 0 and --token-burst at least 1",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if opts.max_connections_per_token < 1:
+        print("audin-core: error: --max-connections-per-token must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if opts.tls_cert is not None:
+        try:
+            server_tls_context(opts.tls_cert, opts.tls_key)
+        except TlsConfigError as exc:
+            print(f"audin-core: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     setup_logging(opts.log_level, opts.log_format)
     config = CoreConfig(
         data_dir=opts.data_dir or default_data_dir(),
@@ -190,9 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         caller_generator=opts.caller_generator,
         caller_interval=opts.caller_interval,
         caller_seed=opts.caller_seed,
+        tls_cert=opts.tls_cert,
+        tls_key=opts.tls_key,
+        token_rate=opts.token_rate,
+        token_burst=opts.token_burst,
+        max_connections_per_token=opts.max_connections_per_token,
     )
     try:
         asyncio.run(_serve(config, as_json=opts.json))
+    except TlsConfigError as exc:
+        print(f"audin-core: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(
             f"audin-core: error: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}",
@@ -204,9 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe(server: CoreServer) -> dict[str, Any]:
     url = server.url
-    ws = url.replace("http://", "ws://", 1)
+    ws = "ws" + url.removeprefix("http")
     info: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
+        "tls": server.tls is not None,
         "coreUrl": url,
         "presenceUrl": ws + api.PRESENCE_PATH,
         "healthUrl": url + api.HEALTH_PATH,
@@ -295,19 +392,24 @@ def _admin_client(opts: argparse.Namespace) -> tuple[httpx.Client, str]:
     ), opts.core_url
 
 
-def _request(
-    opts: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
-) -> int:
+def _admin_call(
+    opts: argparse.Namespace,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One admin request: (EXIT_OK, answer) or (exit code, None) after printing the error."""
     client, url = _admin_client(opts)
     try:
         with client:
-            response = client.request(method, path, json=body)
+            response = client.request(method, path, json=body, params=params)
     except httpx.HTTPError as exc:
         print(
             f"audin-core: error: cannot reach the core at {url}: {exc} (is it running?)",
             file=sys.stderr,
         )
-        return EXIT_UNREACHABLE
+        return EXIT_UNREACHABLE, None
     data = (
         response.json()
         if response.headers.get("content-type", "").startswith("application/json")
@@ -317,7 +419,16 @@ def _request(
         detail = data.get("error", {}) if isinstance(data, dict) else {}
         code = detail.get("code", response.status_code)
         print(f"audin-core: error: {code}: {detail.get('message', response.text)}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_FAILED, None
+    return EXIT_OK, data
+
+
+def _request(
+    opts: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> int:
+    status, data = _admin_call(opts, method, path, body)
+    if status != EXIT_OK:
+        return status
     if opts.json:
         print(json.dumps(data))
     else:
@@ -326,6 +437,27 @@ def _request(
             shown = ", ".join(map(str, value)) if isinstance(value, list) else value
             print(f"{key:{width}} {shown}")
     return EXIT_OK
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], empty: str) -> None:
+    """Rows of JSON objects as aligned text columns (``columns``: key, heading)."""
+    if not rows:
+        print(empty)
+        return
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, list):
+            return ",".join(map(str, value)) or "-"
+        return str(value)
+
+    table = [[heading for _, heading in columns]] + [
+        [cell(row.get(key)) for key, _ in columns] for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)))
 
 
 def _inbound(argv: list[str]) -> int:
@@ -403,6 +535,159 @@ def _callers(argv: list[str]) -> int:
     return _request(opts, "PUT", api.ADMIN_CALLER_GENERATOR_PATH, body)
 
 
+def _calls(argv: list[str]) -> int:
+    p = _admin_parser("calls", "List the core's call records, newest first.")
+    p.add_argument("--active", action="store_true", help="only calls not yet completed")
+    p.add_argument("--account", default=None, metavar="ID", help="only this account's calls")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=api.DEFAULT_CALL_LIST,
+        metavar="N",
+        help=f"at most N calls (1 to {api.MAX_CALL_LIST}, default {api.DEFAULT_CALL_LIST})",
+    )
+    opts = p.parse_args(argv)
+    if not 1 <= opts.limit <= api.MAX_CALL_LIST:
+        p.error(f"--limit must be 1 to {api.MAX_CALL_LIST}")
+    params = {"limit": str(opts.limit), "active": "true" if opts.active else "false"}
+    if opts.account is not None:
+        params["account"] = opts.account
+    status, data = _admin_call(opts, "GET", api.ADMIN_CALLS_PATH, params=params)
+    if status != EXIT_OK:
+        return status
+    if opts.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    _print_table(
+        data["calls"],
+        [
+            ("callSid", "CALL"),
+            ("accountId", "ACCOUNT"),
+            ("direction", "DIR"),
+            ("from", "FROM"),
+            ("to", "TO"),
+            ("status", "STATUS"),
+            ("endReason", "END"),
+            ("operatorRef", "OPERATOR"),
+            ("createdAt", "CREATED"),
+        ],
+        "no calls",
+    )
+    return EXIT_OK
+
+
+def _operators(argv: list[str]) -> int:
+    p = _admin_parser("operators", "List the operators online (open presence sessions).")
+    p.add_argument("--account", default=None, metavar="ID", help="only this account's operators")
+    opts = p.parse_args(argv)
+    params = {"account": opts.account} if opts.account is not None else None
+    status, data = _admin_call(opts, "GET", api.ADMIN_OPERATORS_PATH, params=params)
+    if status != EXIT_OK:
+        return status
+    if opts.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    _print_table(
+        data["operators"],
+        [
+            ("accountId", "ACCOUNT"),
+            ("operatorRef", "OPERATOR"),
+            ("displayName", "NAME"),
+            ("availableOn", "AVAILABLE ON"),
+            ("callSid", "CALL"),
+            ("onlineSince", "ONLINE SINCE"),
+            ("sessionId", "SESSION"),
+        ],
+        "no operators online",
+    )
+    return EXIT_OK
+
+
+def _signing_key(argv: list[str]) -> int:
+    p = _admin_parser(
+        "signing-key",
+        "Session-token signing keys of the running core. rotate: new tokens are signed with a"
+        " new key at once; tokens signed before keep working until they expire, unless"
+        " --revoke-previous, which also closes (4001, TOKEN_INVALID) every open WebSocket"
+        " whose token an older key signed.",
+    )
+    p.add_argument("action", choices=["rotate", "list"])
+    p.add_argument(
+        "--revoke-previous",
+        action="store_true",
+        help="rotate: revoke every older key (their tokens stop working now)",
+    )
+    opts = p.parse_args(argv)
+    if opts.action == "list":
+        if opts.revoke_previous:
+            p.error("--revoke-previous goes with rotate")
+        status, data = _admin_call(opts, "GET", api.ADMIN_SIGNING_KEYS_PATH)
+        if status == EXIT_OK:
+            if opts.json:
+                print(json.dumps(data))
+            else:
+                _print_table(
+                    data["signingKeys"],
+                    [
+                        ("kid", "KID"),
+                        ("createdAt", "CREATED"),
+                        ("active", "ACTIVE"),
+                        ("revokedAt", "REVOKED"),
+                    ],
+                    "no signing keys",
+                )
+        return status
+    return _request(
+        opts, "POST", api.ADMIN_SIGNING_KEYS_PATH, {"revokePrevious": opts.revoke_previous}
+    )
+
+
+# ---------------------------------------------------------------------- database commands
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="the core's data folder (default: per user)"
+    )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="act on the sandbox database (sandbox.db, used by a --sandbox core)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _open_store(opts: argparse.Namespace, *, create: bool = False) -> Store:
+    """The database a core with the same --data-dir and --sandbox uses."""
+    config = CoreConfig(data_dir=opts.data_dir or default_data_dir(), sandbox=opts.sandbox)
+    if not create and not config.db_path.exists():
+        raise SystemExit(
+            f"audin-core: error: no database at {config.db_path} (check --data-dir and --sandbox)"
+        )
+    return Store(config.db_path)
+
+
+def _fail(message: str) -> int:
+    print(f"audin-core: error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _emit(opts: argparse.Namespace, data: Any, lines: list[str]) -> int:
+    if opts.json:
+        print(json.dumps(data))
+    else:
+        for line in lines:
+            print(line)
+    return EXIT_OK
+
+
+def _valid_number(p: argparse.ArgumentParser, number: str) -> str:
+    try:
+        return validate_e164(number)
+    except ProtocolError as exc:
+        p.error(exc.message)
+
+
 def _account(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="audin-core account", description="Manage accounts.")
     sub = p.add_subparsers(dest="action", required=True)
@@ -411,21 +696,51 @@ def _account(argv: list[str]) -> int:
     create.add_argument(
         "--number", action="append", default=[], metavar="E164", help="number to own"
     )
-    create.add_argument("--data-dir", type=Path, default=None)
-    create.add_argument("--json", action="store_true")
+    _store_options(create)
+    listing = sub.add_parser("list", help="list accounts with their numbers and active keys")
+    _store_options(listing)
     opts = p.parse_args(argv)
-    for number in opts.number:
+    if opts.action == "list":
+        store = _open_store(opts)
         try:
-            validate_e164(number)
-        except ProtocolError as exc:
-            p.error(exc.message)
+            accounts = store.accounts()
+        finally:
+            store.close()
+        data = {
+            "accounts": [
+                {
+                    "accountId": a.id,
+                    "name": a.name,
+                    "createdAt": a.created_at,
+                    "numbers": a.numbers,
+                    "activeKeys": a.active_keys,
+                }
+                for a in accounts
+            ]
+        }
+        if opts.json:
+            print(json.dumps(data))
+        else:
+            _print_table(
+                data["accounts"],
+                [
+                    ("accountId", "ACCOUNT"),
+                    ("name", "NAME"),
+                    ("numbers", "NUMBERS"),
+                    ("activeKeys", "KEYS"),
+                    ("createdAt", "CREATED"),
+                ],
+                "no accounts",
+            )
+        return EXIT_OK
+    for number in opts.number:
+        _valid_number(p, number)
     data_dir = opts.data_dir or default_data_dir()
-    store = Store(data_dir / "core.db")
+    store = _open_store(opts, create=True)
     try:
         for number in opts.number:
             if store.phone_number_by_e164(number) is not None:
-                print(f"audin-core: error: {number} already belongs to an account", file=sys.stderr)
-                return EXIT_FAILED
+                return _fail(f"{number} already belongs to an account")
         account_id = "AC" + secrets.token_hex(8)
         now = utc_iso(time.time())
         store.create_account(account_id, opts.name, now)
@@ -439,16 +754,178 @@ def _account(argv: list[str]) -> int:
     finally:
         store.close()
     load_or_create_admin_key(data_dir / "admin.key")
-    result = {"accountId": account_id, "apiKey": api_key, "numbers": numbers}
+    result = {"accountId": account_id, "apiKey": api_key, "keyId": row.key_id, "numbers": numbers}
+    return _emit(
+        opts,
+        result,
+        [
+            f"account      {account_id} ({opts.name})",
+            *(f"number       {n['phoneNumber']}  id {n['id']}" for n in numbers),
+            f"API key      {api_key}",
+            "Store the API key in your backend now: it is shown only once.",
+        ],
+    )
+
+
+def _key(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="audin-core key",
+        description="Manage the API keys of accounts (in the database; a running core sees"
+        " the change on the key's next use).",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    rotate = sub.add_parser(
+        "rotate", help="issue a new key (printed once) and revoke the account's other keys"
+    )
+    rotate.add_argument("account_id")
+    rotate.add_argument(
+        "--keep-old", action="store_true", help="keep the other keys valid (revoke them later)"
+    )
+    _store_options(rotate)
+    revoke = sub.add_parser("revoke", help="revoke one key")
+    revoke.add_argument("key_id", help="the key id (the 12 hex digits after audin_)")
+    _store_options(revoke)
+    listing = sub.add_parser("list", help="key ids and dates of an account (never secrets)")
+    listing.add_argument("account_id")
+    _store_options(listing)
+    opts = p.parse_args(argv)
+    store = _open_store(opts)
+    try:
+        now = utc_iso(time.time())
+        if opts.action == "rotate":
+            if not store.account_exists(opts.account_id):
+                return _fail(f"no account {opts.account_id}")
+            api_key, row = new_api_key(opts.account_id)
+            revoked = store.rotate_api_key(row, now, keep_old=opts.keep_old)
+            return _emit(
+                opts,
+                {
+                    "accountId": opts.account_id,
+                    "apiKey": api_key,
+                    "keyId": row.key_id,
+                    "revoked": revoked,
+                },
+                [
+                    f"account      {opts.account_id}",
+                    f"API key      {api_key}",
+                    f"revoked      {', '.join(revoked) or 'none'}",
+                    "Store the API key in your backend now: it is shown only once.",
+                ],
+            )
+        if opts.action == "revoke":
+            key_id = opts.key_id.removeprefix(API_KEY_PREFIX).partition(".")[0]
+            info = store.revoke_api_key(key_id, now)
+            if info is None:
+                return _fail(f"no API key {key_id}")
+            return _emit(
+                opts,
+                {"keyId": info.key_id, "accountId": info.account_id, "revokedAt": info.revoked_at},
+                [f"revoked      {info.key_id} of {info.account_id} at {info.revoked_at}"],
+            )
+        if not store.account_exists(opts.account_id):
+            return _fail(f"no account {opts.account_id}")
+        keys = [
+            {"keyId": k.key_id, "createdAt": k.created_at, "revokedAt": k.revoked_at}
+            for k in store.api_keys(opts.account_id)
+        ]
+    finally:
+        store.close()
     if opts.json:
-        print(json.dumps(result))
+        print(json.dumps({"accountId": opts.account_id, "keys": keys}))
     else:
-        print(f"account      {account_id} ({opts.name})")
-        for n in numbers:
-            print(f"number       {n['phoneNumber']}  id {n['id']}")
-        print(f"API key      {api_key}")
-        print("Store the API key in your backend now: it is shown only once.")
+        _print_table(
+            keys,
+            [("keyId", "KEY ID"), ("createdAt", "CREATED"), ("revokedAt", "REVOKED")],
+            "no keys",
+        )
     return EXIT_OK
+
+
+def _number(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="audin-core number",
+        description="Manage the phone numbers of accounts (in the database; a running core"
+        " sees the change at once: new tokens may include an added number, a removed number"
+        " receives no more calls and is refused in set_availability).",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="give a number to an account")
+    add.add_argument("account_id")
+    add.add_argument("number", metavar="E164")
+    add.add_argument("--name", default=None, help="display name (default: the number)")
+    _store_options(add)
+    remove = sub.add_parser("remove", help="take a number away from its account")
+    remove.add_argument("number", metavar="E164")
+    _store_options(remove)
+    listing = sub.add_parser("list", help="numbers of one account, or of all")
+    listing.add_argument("account_id", nargs="?", default=None)
+    _store_options(listing)
+    opts = p.parse_args(argv)
+    if opts.action in ("add", "remove"):
+        _valid_number(p, opts.number)
+    if opts.action == "add" and opts.name is not None and not 1 <= len(opts.name) <= 100:
+        p.error("--name must be 1 to 100 characters")
+    store = _open_store(opts)
+    try:
+        if opts.action == "add":
+            if not store.account_exists(opts.account_id):
+                return _fail(f"no account {opts.account_id}")
+            owner = store.phone_number_by_e164(opts.number)
+            if owner is not None:
+                return _fail(f"{opts.number} already belongs to {owner.account_id}")
+            pn = PhoneNumberRow(
+                "PN" + secrets.token_hex(8), opts.account_id, opts.number, opts.name or opts.number
+            )
+            store.add_phone_number(pn)
+            return _emit(
+                opts,
+                _number_json(pn),
+                [f"added        {pn.phone_number}  id {pn.id}  to {pn.account_id}"],
+            )
+        if opts.action == "remove":
+            removed = store.remove_phone_number(opts.number)
+            if removed is None:
+                return _fail(f"no account owns {opts.number}")
+            return _emit(
+                opts,
+                _number_json(removed),
+                [
+                    f"removed      {removed.phone_number}  id {removed.id}"
+                    f"  from {removed.account_id}"
+                ],
+            )
+        if opts.account_id is not None:
+            if not store.account_exists(opts.account_id):
+                return _fail(f"no account {opts.account_id}")
+            rows = store.phone_numbers(opts.account_id)
+        else:
+            rows = store.all_phone_numbers()
+    finally:
+        store.close()
+    numbers = [_number_json(pn) for pn in rows]
+    if opts.json:
+        print(json.dumps({"phoneNumbers": numbers}))
+    else:
+        _print_table(
+            numbers,
+            [
+                ("phoneNumber", "NUMBER"),
+                ("id", "ID"),
+                ("accountId", "ACCOUNT"),
+                ("displayName", "NAME"),
+            ],
+            "no numbers",
+        )
+    return EXIT_OK
+
+
+def _number_json(pn: PhoneNumberRow) -> dict[str, str]:
+    return {
+        "id": pn.id,
+        "accountId": pn.account_id,
+        "phoneNumber": pn.phone_number,
+        "displayName": pn.display_name,
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover

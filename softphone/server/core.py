@@ -208,6 +208,12 @@ class Core:
             session.session_id,
             claims.account_id,
             claims.operator_ref,
+            extra={
+                "event": "session_open",
+                "session": session.session_id,
+                "account": claims.account_id,
+                "operator": claims.operator_ref,
+            },
         )
         return session
 
@@ -219,7 +225,11 @@ class Core:
         for call in list(self.calls.values()):
             if session in call.offered:
                 call.offered.discard(session)
-        log.info("session closed id=%s", session.session_id)
+        log.info(
+            "session closed id=%s",
+            session.session_id,
+            extra={"event": "session_closed", "session": session.session_id},
+        )
 
     def _live_session(self, key: tuple[str, str]) -> OperatorSession | None:
         return self.presence.newest_of(key)
@@ -331,7 +341,19 @@ class Core:
         )
         self.calls[call.sid] = call
         self._record_new(call, operator_ref=claims.operator_ref)
-        log.info("call %s outbound %s -> %s", call.sid, call.from_, call.to)
+        log.info(
+            "call %s outbound %s -> %s",
+            call.sid,
+            call.from_,
+            call.to,
+            extra={
+                "event": "call_started",
+                "call_sid": call.sid,
+                "account": call.account_id,
+                "direction": "outbound",
+                "operator": claims.operator_ref,
+            },
+        )
         await self._send(
             session,
             CallCreated(
@@ -489,7 +511,20 @@ class Core:
         targets = self.presence.online_on(number.account_id, number.id)
         for session in targets:
             await self._offer(call, session)
-        log.info("call %s inbound %s -> %s offered to %d", call.sid, from_, to, len(targets))
+        log.info(
+            "call %s inbound %s -> %s offered to %d",
+            call.sid,
+            from_,
+            to,
+            len(targets),
+            extra={
+                "event": "call_started",
+                "call_sid": call.sid,
+                "account": call.account_id,
+                "direction": "inbound",
+                "offered_to": len(targets),
+            },
+        )
         return call.sid, len(targets)
 
     async def _offer(self, call: CoreCall, session: OperatorSession) -> None:
@@ -626,7 +661,11 @@ class Core:
         call.far_end = far_end
         far_end.attach(_Link(self, call))
         self.store.update_call(call.sid, status=call.status.value, answered_at=self._now())
-        log.info("call %s answered", call.sid)
+        log.info(
+            "call %s answered",
+            call.sid,
+            extra={"event": "call_answered", "call_sid": call.sid, "account": call.account_id},
+        )
         await self._notify_owner(call, CallAnswered(call_sid=call.sid))
         if call.status == CallStatus.IN_PROGRESS:
             await far_end.start()
@@ -660,7 +699,20 @@ class Core:
             end_message=message,
             ended_at=self._now(),
         )
-        log.info("call %s ended reason=%s (%s)", call.sid, reason.value, message)
+        log.info(
+            "call %s ended reason=%s (%s)",
+            call.sid,
+            reason.value,
+            message,
+            extra={
+                "event": "call_ended",
+                "call_sid": call.sid,
+                "account": call.account_id,
+                "operator": call.operator_key[1] if call.operator_key else None,
+                "reason": reason.value,
+                "end_message": message,
+            },
+        )
         ended = CallEnded(call_sid=call.sid, reason=reason, message=message)
         await self._notify_owner(call, ended)
         other_reason = others or reason
