@@ -260,10 +260,11 @@ async def test_two_minute_call_across_token_expiries(
     assert samples[-1].frames_received >= 119 * 50
     stats = device.stats()
     assert stats.playback_lost == 0  # every frame of the far end arrived
-    # Scheduling hiccups on a loaded machine may conceal a 20 ms frame now and then (the test
-    # shares 2 cores with the core process); a renewal that cost a reconnection would leave
-    # hundreds of ms of silence. The echoed noise must have no silent stretch >= 80 ms.
-    assert stats.playback_underruns <= 12
+    # Scheduling hiccups on a loaded machine may conceal a 20 ms frame now and then (a late
+    # frame, played as a faded repeat; the test shares 2 cores with the core process); a
+    # renewal that cost a reconnection would leave hundreds of ms of silence. The echoed
+    # noise must have no silent stretch >= 80 ms.
+    assert stats.playback_underruns <= stats.frames_played // 100  # < 1 % concealed
     recording = read_wav(tmp_path / "rec.wav")[4000:-4000]
     assert _longest_silence(recording) < 0.080 * 8000
 

@@ -16,7 +16,8 @@ from softphone.media import FileAudioDevice
 from softphone.server import CoreServer
 
 from .conftest import EventLog, sandbox_operator, wait_until
-from .test_e2e_calls import write_noise
+from .test_e2e_calls import read_wav, write_noise
+from .test_resilience import _longest_silence
 
 
 async def test_tokens_are_renewed_on_open_sockets_before_they_expire(
@@ -61,13 +62,16 @@ async def test_tokens_are_renewed_on_open_sockets_before_they_expire(
         assert states == ["connecting", "online"]
         stats = device.stats()
         assert stats.playback_lost == 0  # every frame of the far end arrived
-        # An expiry would cost a media-leg reconnection: hundreds of ms of underruns. (The
-        # core shares this event loop, so allow a stray 20 ms hiccup.)
-        assert stats.playback_underruns <= 2
+        # An expiry would cost a media-leg reconnection: hundreds of ms of contiguous
+        # underruns. (The core shares this event loop and the machine may be loaded, so a
+        # stray late 20 ms frame, played as a faded repeat, is allowed: < 2 %.)
+        assert stats.playback_underruns <= max(2, stats.frames_played // 50)
         await call.hangup()
     finally:
         await operator.close()
     assert not [e for e in log.of("error") if e.code != "CONNECTION_LOST"]
+    recording = read_wav(tmp_path / "rec.wav")[4000:-4000]
+    assert _longest_silence(recording) < 0.080 * 8000
 
 
 async def test_update_token_refuses_another_operators_token(core: CoreServer) -> None:
