@@ -314,3 +314,34 @@ async def test_core_crash_and_restart(tmp_path: Path) -> None:
         await operator.close()
         proc.terminate()
         await asyncio.to_thread(proc.wait)
+
+
+@pytest.mark.timeout(90)
+async def test_throttled_link_raises_quality_warnings_that_clear(
+    core: CoreServer, proxy: FaultProxy
+) -> None:
+    """A link throttled below the call's bit rate (4 kB/s for ~8.4 kB/s of frames each way):
+    the call stays up, quality warnings are raised; when the link recovers they clear."""
+    operator = sandbox_operator(proxy.url, heartbeat_interval=30.0)
+    raised: list[str] = []
+    cleared: list[str] = []
+    try:
+        await operator.go_online(["pn_15550150"])
+        call = await operator.dial(ECHO)
+        assert await call.wait_started(10)
+        call.on("warning", raised.append)
+        call.on("warning_cleared", cleared.append)
+        await wait_until(lambda: call.duration >= 5.5, timeout=10)  # past the grace period
+        proxy.throttle = 4000.0
+        network = {"high-jitter", "high-rtt", "low-mos", "high-packet-loss", "low-bytes-received"}
+        await wait_until(lambda: bool(set(raised) & network), timeout=20)
+        assert call.state in (CallState.ACTIVE, CallState.RECONNECTING)
+        proxy.throttle = None
+        # (The silent test device also earns constant-audio-input-level: not a network one.)
+        await wait_until(lambda: not (call.warnings & network), timeout=40)
+        assert set(raised) & network <= set(cleared)
+        assert call.state == CallState.ACTIVE
+        await call.hangup()
+    finally:
+        await operator.close()
+    assert set(raised) & {"high-jitter", "high-rtt", "low-mos", "low-bytes-received"}
