@@ -440,7 +440,7 @@ async def _run(app: PhoneApp) -> None:
     try:
         await app.run_async()
     finally:
-        await app.operator.close()
+        await app.operator.close(force=True)  # the app asked before quitting during a call
 
 
 def app_main(argv: Sequence[str]) -> int:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import io
 import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from rich.console import Console
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
 
 from softphone.engine import CallState, Operator, PresenceState, TokenInfo, token_url_provider
-from softphone.engine.audio import AudioManager
+from softphone.engine.audio import AudioManager, AudioSettings
 from softphone.engine.tokens import to_token_info
 from softphone.media.devices import AudioSystem
+from softphone.media.pyaudio_device import PyAudioDevice
 from softphone.server import CoreConfig, CoreServer
 from softphone.server.core import CoreTimings
 from softphone.tui import PhoneApp, TuiConfig, create_app
@@ -28,20 +30,30 @@ from softphone.tui.screens.confirm import ConfirmScreen
 from softphone.tui.screens.help import HelpScreen
 from softphone.tui.screens.incoming import IncomingCallScreen
 from softphone.tui.screens.picker import DevicePicker
-from softphone.tui.tokens import TokenWatch
+from softphone.tui.widgets.audio import AudioPanel
 from softphone.tui.widgets.event_log import EventLog, redact_text
-from tests.audio_env import FakeDevice, FakePyAudio
+from softphone.tui.widgets.meter import cells, meter
+from tests.audio_env import (
+    PORTAUDIO_PULSE_RATE,
+    FakeDevice,
+    FakePyAudio,
+    VirtualAudio,
+    bandlimited_noise,
+    provide_virtual_audio,
+)
 from tests.conftest import sandbox_operator, wait_until
 
 FROZEN = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 ECHO = "+15550100"
+IVR, BUSY = "+15550101", "+15550102"
 LINE_A, LINE_B = "+15550150", "+15550151"
+MIC, MIC2, SPEAKER = VirtualAudio.MIC, VirtualAudio.MIC2, VirtualAudio.SPEAKER
 KEY_NAMES = {"+": "plus", "*": "asterisk", "#": "number_sign"}
 
 
-def watched_operator(url: str, ref: str = "op-1", **kwargs: Any) -> tuple[Operator, TokenWatch]:
+def watched_operator(url: str, ref: str = "op-1", **kwargs: Any) -> Operator:
     """A sandbox operator whose tokens claim a fixed expiry (50 min after FROZEN), so the
-    status panel's countdown is the same on every run."""
+    status panel's countdown (``Operator.token_expires_at``) is the same on every run."""
     inner = token_url_provider(
         url + "/sandbox/token", body={"operatorRef": ref, "displayName": ref.upper()}
     )
@@ -49,9 +61,8 @@ def watched_operator(url: str, ref: str = "op-1", **kwargs: Any) -> tuple[Operat
     async def get_token() -> TokenInfo:
         return TokenInfo(to_token_info(await inner()).token, FROZEN + timedelta(minutes=50))
 
-    watch = TokenWatch(get_token)
     kwargs.setdefault("audio", "null")
-    return Operator(url, watch, **kwargs), watch
+    return Operator(url, get_token, **kwargs)
 
 
 def make_app(
@@ -81,8 +92,8 @@ async def started(pilot: Pilot[None], app: PhoneApp) -> None:
     await until(pilot, lambda: app.phone.state.numbers_loaded)
 
 
-async def dial_echo(pilot: Pilot[None], app: PhoneApp) -> None:
-    await type_number(pilot, ECHO)
+async def dial_echo(pilot: Pilot[None], app: PhoneApp, number: str = ECHO) -> None:
+    await type_number(pilot, number)
     await pilot.press("d")
     await until(
         pilot,
@@ -124,7 +135,7 @@ async def test_goes_online_on_a_chosen_number(core: CoreServer, tmp_path: Path) 
             await until(pilot, lambda: app.phone.state.presence == PresenceState.OFFLINE)
             assert any("presence online" in t for t in log_texts(app))
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_dial_echo_line_and_hang_up(core: CoreServer, tmp_path: Path) -> None:
@@ -156,7 +167,7 @@ async def test_dial_echo_line_and_hang_up(core: CoreServer, tmp_path: Path) -> N
             rows = db.execute("SELECT number, end_reason FROM calls").fetchall()
         assert rows == [(ECHO, "hangup")]
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_caller_id_is_the_highlighted_number(core: CoreServer, tmp_path: Path) -> None:
@@ -174,7 +185,7 @@ async def test_caller_id_is_the_highlighted_number(core: CoreServer, tmp_path: P
             await pilot.press("h")
             await until(pilot, lambda: app.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def go_online(pilot: Pilot[None], app: PhoneApp) -> None:
@@ -211,7 +222,7 @@ async def test_accept_inbound_call(core: CoreServer, tmp_path: Path) -> None:
         assert row is not None
         assert row.end_reason == "hangup"
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_reject_inbound_call(core: CoreServer, tmp_path: Path) -> None:
@@ -233,7 +244,7 @@ async def test_reject_inbound_call(core: CoreServer, tmp_path: Path) -> None:
         assert row is not None
         assert row.end_reason == "rejected"
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_ignore_leaves_the_offer_to_others(core: CoreServer, tmp_path: Path) -> None:
@@ -258,7 +269,7 @@ async def test_ignore_leaves_the_offer_to_others(core: CoreServer, tmp_path: Pat
             await offers[0].hangup()
     finally:
         await other.close()
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_offer_taken_by_another_operator_closes_the_dialog(
@@ -281,7 +292,7 @@ async def test_offer_taken_by_another_operator_closes_the_dialog(
             await offers[0].hangup()
     finally:
         await other.close()
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_offer_withdrawn_by_the_caller_closes_the_dialog(
@@ -298,7 +309,7 @@ async def test_offer_withdrawn_by_the_caller_closes_the_dialog(
             await until(pilot, lambda: not isinstance(app.screen, IncomingCallScreen))
             assert any("cancelled" in n and "+15551230005" in n for n in notices(app))
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_mute_and_dtmf_to_the_echo_line(core: CoreServer, tmp_path: Path) -> None:
@@ -321,12 +332,64 @@ async def test_mute_and_dtmf_to_the_echo_line(core: CoreServer, tmp_path: Path) 
             await pilot.press("5", "number_sign")
             await until(pilot, lambda: core.core.calls[sid].dtmf == ["5", "#"])
             assert app.phone.state.dial == ""  # digits went to the call, not the dialpad
-            await until(pilot, lambda: "".join(view.received) == "5#")  # the echo line heard them
+            await until(pilot, lambda: view.heard == "5#")  # the echo line heard them
             assert "DTMF 5#" in str(app.main.query_one("#call").render())
             await pilot.press("h")
             await until(pilot, lambda: app.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
+
+
+async def test_dtmf_to_the_ivr_shows_its_answer(core: CoreServer, tmp_path: Path) -> None:
+    op = sandbox_operator(core.url)
+    app = make_app(op, tmp_path)
+    try:
+        async with app.run_test() as pilot:
+            await started(pilot, app)
+            await dial_echo(pilot, app, IVR)  # rings 2 s with early media, then answers
+            view = app.phone.state.call
+            assert view is not None
+            sid = view.call.call_sid
+            await type_number(pilot, "123#")
+            await until(pilot, lambda: core.core.calls[sid].dtmf == list("123#"))
+            await until(pilot, lambda: ("application/x-ivr-digits", "123") in view.messages)
+            panel = str(app.main.query_one("#call").render())
+            assert "DTMF 123#" in panel
+            assert "ivr-digits 123" in panel
+            assert "call.message_received application/x-ivr-digits: 123" in log_texts(app)
+            await type_number(pilot, "45#")  # the panel shows the IVR's latest entry
+            await until(pilot, lambda: ("application/x-ivr-digits", "45") in view.messages)
+            assert "ivr-digits 45" in str(app.main.query_one("#call").render())
+            await pilot.press("h")
+            await until(pilot, lambda: app.phone.state.call is None)
+            assert app.phone.state.history[0].end_reason == "hangup"
+    finally:
+        await op.close(force=True)
+
+
+async def test_busy_line_is_reported_and_the_app_goes_on(core: CoreServer, tmp_path: Path) -> None:
+    op = sandbox_operator(core.url)
+    app = make_app(op, tmp_path)
+    try:
+        async with app.run_test(notifications=True) as pilot:
+            await started(pilot, app)
+            await type_number(pilot, BUSY)
+            await pilot.press("d")
+            await until(pilot, lambda: any("line busy" in n for n in notices(app)))
+            assert f"Call ended: {BUSY}: line busy" in notices(app)
+            assert app.phone.state.call is None
+            ended = [e for e in app.main.query_one(EventLog).entries if e.name == "call_ended"]
+            assert ended[-1].error
+            assert ended[-1].text.endswith("ended: line busy")
+            status = str(app.main.query_one("#status").render())
+            assert f"last error: call with {BUSY}: line busy" in status
+            assert app.phone.state.history[0].end_reason == "rejected"
+            assert "line busy" in str(app.main.query_one("#call").render())
+            await dial_echo(pilot, app)  # the app goes on: the next call works
+            await pilot.press("h")
+            await until(pilot, lambda: app.phone.state.call is None)
+    finally:
+        await op.close(force=True)
 
 
 async def test_redial_from_history(core: CoreServer, tmp_path: Path) -> None:
@@ -351,7 +414,7 @@ async def test_redial_from_history(core: CoreServer, tmp_path: Path) -> None:
             await pilot.press("h")
             await until(pilot, lambda: len(app.phone.state.history) == 2)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_history_survives_a_restart(core: CoreServer, tmp_path: Path) -> None:
@@ -375,7 +438,7 @@ async def test_history_survives_a_restart(core: CoreServer, tmp_path: Path) -> N
             await pilot.press("h")
             await until(pilot, lambda: again.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 # ---------------------------------------------------------------------- audio
@@ -415,7 +478,7 @@ async def test_switching_microphone(core: CoreServer, tmp_path: Path) -> None:
             await until(pilot, lambda: app.screen is app.main)
             assert audio.settings.output is None
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_no_microphone_is_reported_and_the_app_goes_on(
@@ -438,7 +501,142 @@ async def test_no_microphone_is_reported_and_the_app_goes_on(
             await pilot.press("h")
             await until(pilot, lambda: app.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
+
+
+# ---------------------------------------------------------------------- sound card
+# Real PortAudio through the virtual devices of tests/audio_env.py (a private PulseAudio).
+
+
+@pytest.fixture(scope="session")
+def virtual_audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualAudio]:
+    yield from provide_virtual_audio(tmp_path_factory)
+
+
+def sound_card_config(input: str = MIC, output: str = SPEAKER) -> TuiConfig:
+    return TuiConfig(input_device=input, output_device=output, sounds=False)
+
+
+def sound_card() -> AudioManager:
+    """PortAudio devices; processing off (echo cancellation would remove the echo line)."""
+    settings = AudioSettings(echo_cancellation=False, noise_suppression=False, auto_gain=False)
+    return AudioManager(backend="pyaudio", settings=settings, system=AudioSystem())
+
+
+async def test_switching_the_microphone_during_a_call_on_the_sound_card(
+    core: CoreServer, tmp_path: Path, virtual_audio: VirtualAudio
+) -> None:
+    rate = PORTAUDIO_PULSE_RATE
+    virtual_audio.write_input(MIC, np.zeros(0, dtype=np.int16), rate=rate, pad_seconds=30)
+    virtual_audio.write_input(MIC2, bandlimited_noise(30.0, rate, seed=61), rate=rate)
+    audio = sound_card()
+    op = sandbox_operator(core.url, audio=audio)
+    app = make_app(op, tmp_path, sound_card_config())
+    try:
+        async with app.run_test() as pilot:
+            await started(pilot, app)
+            await dial_echo(pilot, app)
+            view = app.phone.state.call
+            assert view is not None
+            call = view.call
+            device = audio.active_device
+            assert isinstance(device, PyAudioDevice)
+            assert device.input_name == MIC
+            await until(pilot, lambda: call.stats.frames_received >= 25)
+            panel = app.main.query_one("#audio", AudioPanel)
+            assert panel.levels[0] < 0.1  # the first microphone is silent
+
+            await pilot.press("i")
+            await until(pilot, lambda: isinstance(app.screen, DevicePicker))
+            picker = app.screen
+            assert isinstance(picker, DevicePicker)
+            names = [d.name for d in picker.devices]
+            assert MIC in names
+            assert MIC2 in names
+            current = picker.query_one(OptionList).highlighted
+            assert current == names.index(MIC)  # the picker starts on the device in use
+            steps = names.index(MIC2) - current
+            await pilot.press(*(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
+            await until(pilot, lambda: device.input_name == MIC2)
+            await until(pilot, lambda: app.phone.state.input_device == MIC2)
+
+            assert audio.active_device is device  # switched in place: the call went on
+            assert app.phone.state.call is view
+            assert call.state == CallState.ACTIVE
+            assert MIC2 in str(panel.render())
+            assert any(t.endswith(f"microphone: {MIC2}") for t in log_texts(app))
+            switched_at = call.stats.frames_received
+            await until(pilot, lambda: call.stats.frames_received >= switched_at + 50)
+            await until(pilot, lambda: panel.levels[0] > 0.4)  # the new microphone's noise
+            assert call.state == CallState.ACTIVE
+            assert device.realtime_stats().callback_errors == 0
+            await pilot.press("h")
+            await until(pilot, lambda: app.phone.state.call is None)
+            assert app.phone.state.history[0].end_reason == "hangup"
+    finally:
+        await op.close(force=True)
+
+
+def dominant_hz(samples: np.ndarray[Any, Any], rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(samples), 1.0 / rate)[int(np.argmax(spectrum))])
+
+
+async def test_speaker_and_microphone_tests_on_the_sound_card(
+    core: CoreServer, tmp_path: Path, virtual_audio: VirtualAudio
+) -> None:
+    rate = PORTAUDIO_PULSE_RATE
+    voice = bandlimited_noise(3.5, rate, seed=62)
+    virtual_audio.write_input(MIC, voice, rate=rate)
+    virtual_audio.clear_output(SPEAKER)
+    op = sandbox_operator(core.url, audio=sound_card())
+    app = make_app(op, tmp_path, sound_card_config())
+    try:
+        async with app.run_test(notifications=True) as pilot:
+            await started(pilot, app)
+            panel = app.main.query_one("#audio", AudioPanel)
+            await pilot.press("t")
+            await until(pilot, lambda: "speaker test running" in str(panel.render()))
+            await until(pilot, lambda: app.phone.state.audio_test is None)
+            assert app.phone.state.last_error is None
+            tone = virtual_audio.read_output(SPEAKER)
+            assert len(tone) >= 1.5 * rate  # 2 s of test tone
+            assert abs(dominant_hz(tone, rate) - 1000) < 5
+
+            virtual_audio.clear_output(SPEAKER)
+            await pilot.press("T")  # records 3 s, then plays them back
+            await until(pilot, lambda: app.phone.state.audio_test == "microphone")
+            await until(pilot, lambda: app.phone.state.audio_test is None, timeout=20)
+            heard = [n for n in notices(app) if n.startswith(": Microphone test: peak level")]
+            assert heard, notices(app)
+            assert float(heard[-1].rsplit(" ", 1)[1]) > 0.5  # the noise at -18 dBFS
+            playback = virtual_audio.read_output(SPEAKER).astype(np.float64)
+            assert len(playback) >= 2.5 * rate
+            assert np.sqrt(np.mean(playback**2)) > 1000  # the recording came back
+    finally:
+        await op.close(force=True)
+
+
+async def test_rescanning_finds_a_plugged_microphone(
+    core: CoreServer, tmp_path: Path, virtual_audio: VirtualAudio
+) -> None:
+    op = sandbox_operator(core.url, audio=sound_card())
+    app = make_app(op, tmp_path, sound_card_config())
+    plugged = "tui_hotplug_mic"
+    try:
+        async with app.run_test(notifications=True) as pilot:
+            await started(pilot, app)
+            await pilot.press("D")
+            await until(pilot, lambda: any("Audio devices: no change" in n for n in notices(app)))
+            with virtual_audio.extra_input(plugged):
+                await pilot.press("D")
+                await until(pilot, lambda: any(f"added {plugged}" in n for n in notices(app)))
+            assert f"devices_changed added {plugged}" in log_texts(app)
+            await pilot.press("D")
+            await until(pilot, lambda: any(f"removed {plugged}" in n for n in notices(app)))
+            assert app.phone.state.last_error is None
+    finally:
+        await op.close(force=True)
 
 
 # ---------------------------------------------------------------------- errors
@@ -475,7 +673,7 @@ async def test_core_down_is_reported_and_recovered(tmp_path: Path) -> None:
             await pilot.press("o")
             await until(pilot, lambda: app.phone.state.presence == PresenceState.ONLINE)
     finally:
-        await op.close()
+        await op.close(force=True)
         if server is not None:
             await server.stop()
 
@@ -491,7 +689,7 @@ async def test_bad_token_url_is_reported(core: CoreServer, tmp_path: Path) -> No
             await until(pilot, lambda: len(app.notices) >= 2)
             assert app.phone.state.presence == PresenceState.OFFLINE
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_refused_dials_are_reported(core: CoreServer, tmp_path: Path) -> None:
@@ -515,7 +713,7 @@ async def test_refused_dials_are_reported(core: CoreServer, tmp_path: Path) -> N
             await pilot.press("h")
             await until(pilot, lambda: app.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 # ---------------------------------------------------------------------- keys
@@ -539,8 +737,25 @@ async def test_quit_during_a_call_asks_first(core: CoreServer, tmp_path: Path) -
             await wait_until(lambda: op.state == PresenceState.DESTROYED, 10)
         assert not app.is_running
         assert not core.core.calls or all(c.ended for c in core.core.calls.values())
+        rows = await CallHistory(tmp_path / "history.sqlite3").recent()
+        assert [(r.number, r.end_reason) for r in rows] == [(ECHO, "hangup")]  # recorded
     finally:
-        await op.close()
+        await op.close(force=True)
+
+
+async def test_quit_without_a_call_does_not_ask(core: CoreServer, tmp_path: Path) -> None:
+    op = sandbox_operator(core.url)
+    app = make_app(op, tmp_path)
+    try:
+        async with app.run_test() as pilot:
+            await go_online(pilot, app)
+            await pilot.press("q")
+            await wait_until(lambda: op.state == PresenceState.DESTROYED, 10)
+            assert not isinstance(app.screen, ConfirmScreen)
+        assert not app.is_running
+        await wait_until(lambda: not core.core.sessions, 5)  # went offline before closing
+    finally:
+        await op.close(force=True)
 
 
 async def test_help_palette_and_remapped_keys(core: CoreServer, tmp_path: Path) -> None:
@@ -558,6 +773,7 @@ async def test_help_palette_and_remapped_keys(core: CoreServer, tmp_path: Path) 
             lines = [" ".join(line.split()) for line in help_text.splitlines()]
             assert any(line.startswith("x Call the typed number") for line in lines)  # remapped
             assert any(line.startswith("e Hang up") for line in lines)
+            assert any(line.startswith("D Re-scan the audio devices") for line in lines)
             await pilot.press("escape")
             titles = [c.title for c in app.get_system_commands(app.main)]
             assert any(t.startswith("Call:") for t in titles)
@@ -577,7 +793,7 @@ async def test_help_palette_and_remapped_keys(core: CoreServer, tmp_path: Path) 
             await pilot.press("e")
             await until(pilot, lambda: app.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 async def test_event_log_filter_and_token_redaction(core: CoreServer, tmp_path: Path) -> None:
@@ -601,7 +817,20 @@ async def test_event_log_filter_and_token_redaction(core: CoreServer, tmp_path: 
             assert token not in log.entries[-1].text
             assert "redacted" in log.entries[-1].text
     finally:
-        await op.close()
+        await op.close(force=True)
+
+
+@pytest.mark.parametrize("width", [4, 20, 33])
+@pytest.mark.parametrize("level", [0.0, 0.3, 0.61, 0.9, 1.0, 1.7])
+def test_meter_cells_and_colours(level: float, width: int) -> None:
+    text = meter(level, width)
+    filled = cells(level, width)
+    assert text.plain == "▮" * filled + "·" * (width - filled)
+    for i in range(width):  # each cell's colour is that of the band its right edge is in
+        styles = {str(s.style) for s in text.spans if s.start <= i < s.end}
+        at = (i + 1) / width
+        wanted = "dim" if i >= filled else "red" if at > 0.85 else "yellow" if at > 0.6 else "green"
+        assert styles == {wanted}, (i, styles)
 
 
 def test_redact_text_hides_bearer_tokens() -> None:
@@ -633,4 +862,4 @@ async def test_every_panel_is_visible(
                 assert region.right <= size[0], selector
                 assert region.bottom <= size[1], selector
     finally:
-        await op.close()
+        await op.close(force=True)

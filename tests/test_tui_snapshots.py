@@ -76,8 +76,8 @@ async def check(pilot: Pilot[None], name: str) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_idle_screen(core: CoreServer, tmp_path: Path, size: tuple[int, int]) -> None:
-    op, watch = watched_operator(core.url)
-    app = make_app(op, tmp_path, token_watch=watch)
+    op = watched_operator(core.url)
+    app = make_app(op, tmp_path)
     try:
         async with app.run_test(size=size) as pilot:
             await started(pilot, app)
@@ -85,13 +85,13 @@ async def test_idle_screen(core: CoreServer, tmp_path: Path, size: tuple[int, in
             await pilot.pause()
             await check(pilot, "idle")
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_incoming_call(core: CoreServer, tmp_path: Path, size: tuple[int, int]) -> None:
-    op, watch = watched_operator(core.url)
-    app = make_app(op, tmp_path, token_watch=watch)
+    op = watched_operator(core.url)
+    app = make_app(op, tmp_path)
     try:
         async with app.run_test(size=size) as pilot:
             await started(pilot, app)
@@ -103,13 +103,13 @@ async def test_incoming_call(core: CoreServer, tmp_path: Path, size: tuple[int, 
             await pilot.press("r")
             await until(pilot, lambda: app.phone.state.offer is None)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_active_call(core: CoreServer, tmp_path: Path, size: tuple[int, int]) -> None:
-    op, watch = watched_operator(core.url)
-    app = make_app(op, tmp_path, token_watch=watch, live_quality=False)
+    op = watched_operator(core.url)
+    app = make_app(op, tmp_path, live_quality=False)
     try:
         async with app.run_test(size=size) as pilot:
             await started(pilot, app)
@@ -134,13 +134,13 @@ async def test_active_call(core: CoreServer, tmp_path: Path, size: tuple[int, in
             await pilot.press("h")
             await until(pilot, lambda: app.phone.state.call is None)
     finally:
-        await op.close()
+        await op.close(force=True)
 
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_error_state(core: CoreServer, tmp_path: Path, size: tuple[int, int]) -> None:
-    op, watch = watched_operator(core.url)
-    app = make_app(op, tmp_path, token_watch=watch)
+    op = watched_operator(core.url)
+    app = make_app(op, tmp_path)
     try:
         async with app.run_test(size=size, notifications=True) as pilot:
             await started(pilot, app)
@@ -149,4 +149,4 @@ async def test_error_state(core: CoreServer, tmp_path: Path, size: tuple[int, in
             await until(pilot, lambda: bool(app.notices))
             await check(pilot, "error")
     finally:
-        await op.close()
+        await op.close(force=True)

@@ -6,6 +6,7 @@ Build it with :func:`create_app`, which tests use to inject a config, an Operato
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +15,14 @@ from typing import Final, Literal
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from softphone.engine import Call, Operator, token_command_provider, token_url_provider
+from softphone.engine import (
+    Call,
+    ClientErrorCode,
+    Operator,
+    OperatorError,
+    token_command_provider,
+    token_url_provider,
+)
 from softphone.engine.audio import AudioManager, AudioSettings
 from softphone.tui import keymap
 from softphone.tui.bridge import EngineBridge, EngineEvent
@@ -25,7 +33,6 @@ from softphone.tui.phone import Phone
 from softphone.tui.screens.confirm import ConfirmScreen
 from softphone.tui.screens.incoming import IncomingCallScreen
 from softphone.tui.screens.main import MainScreen
-from softphone.tui.tokens import TokenWatch
 from softphone.tui.widgets.audio import AudioPanel
 from softphone.tui.widgets.event_log import EventLog
 
@@ -54,14 +61,14 @@ class PhoneApp(App[None]):
         *,
         history: CallHistory,
         clock: Clock,
-        token_watch: TokenWatch | None = None,
         live_quality: bool = True,
     ) -> None:
         super().__init__()
         self.operator = operator
+        operator.close_protection = True  # quitting during a call asks first (action_quit)
         self.config = config
         self.clock = clock
-        self.phone = Phone(operator, config, history, clock, self, token_watch=token_watch)
+        self.phone = Phone(operator, config, history, clock, self)
         self.phone.live_quality = live_quality
         self.bridge = EngineBridge(operator, self.post_message)
         self.main = MainScreen(self.phone)
@@ -76,21 +83,31 @@ class PhoneApp(App[None]):
         self.set_keymap(dict(self.config.keys))
         self.push_screen(self.main)
         self.bridge.attach()
-        self.run_worker(self.phone.start(), name="start", group="start")
+        self.run_worker(self._start(), name="start", group="start")
+        self.call_after_refresh(gc.freeze)
         self.set_interval(LEVEL_POLL, self._poll_levels)
         self.set_interval(1.0, self._tick)
 
+    async def _start(self) -> None:
+        await self.phone.start()
+        # What exists now lives as long as the app: keep it out of the collector's full
+        # passes, which otherwise hold the GIL for ~90 ms in a call (the audio callbacks
+        # wait, the card underflows).
+        gc.freeze()
+
     def on_unmount(self) -> None:
         self.bridge.detach()
+        gc.unfreeze()  # an embedding program (or the next test) goes on collecting as usual
 
     def _poll_levels(self) -> None:
         levels = self.operator.audio.levels()
-        if levels != self._levels:
+        if levels != self._levels and self.main.is_mounted:
             self._levels = levels
-            self.main.query_one(AudioPanel).levels = levels
+            self.main.query_one(AudioPanel).show_levels(levels)
 
     def _tick(self) -> None:
-        self.main.refresh_panels()
+        if self.main.is_mounted:
+            self.main.tick()
 
     def on_engine_event(self, event: EngineEvent) -> None:
         self.phone.handle(event.name, event.call, event.args)
@@ -153,22 +170,28 @@ class PhoneApp(App[None]):
     # ------------------------------------------------------------------ quitting
 
     async def action_quit(self) -> None:
-        state = self.phone.state
-        if state.call is not None:
-            remote = state.call.remote
+        """Close the operator and exit; the operator refuses while a call is live
+        (``close_protection``), and then the user is asked first."""
+        try:
+            await self.phone.quit()
+        except OperatorError as exc:
+            if exc.code != ClientErrorCode.CALL_IN_PROGRESS:
+                raise
+            view = self.phone.state.call
+            remote = view.remote if view is not None else "the other party"
 
             def decided(yes: bool | None) -> None:
                 if yes:
-                    self.run_worker(self._close_and_exit(), name="quit", group="quit")
+                    self.run_worker(self._hang_up_and_exit(), name="quit", group="quit")
 
             self.push_screen(
                 ConfirmScreen(f"A call with {remote} is in progress.\nHang up and quit?"), decided
             )
             return
-        await self._close_and_exit()
+        self.exit()
 
-    async def _close_and_exit(self) -> None:
-        await self.phone.quit()
+    async def _hang_up_and_exit(self) -> None:
+        await self.phone.quit(hang_up=True)
         self.exit()
 
     # ------------------------------------------------------------------ command palette
@@ -194,17 +217,15 @@ class PhoneApp(App[None]):
                 yield command
 
 
-def build_operator(
-    config: TuiConfig, audio: AudioManager | None = None
-) -> tuple[Operator, TokenWatch]:
-    """An Operator for the configured core and token source, its tokens watched."""
+def build_operator(config: TuiConfig, audio: AudioManager | None = None) -> Operator:
+    """An Operator for the configured core and token source (closing it refuses while a
+    call is live: the app asks first)."""
     config.check_connection()
     if config.token_command:
         source = token_command_provider(list(config.token_command))
     else:
         assert config.token_url is not None
         source = token_url_provider(config.token_url, headers=dict(config.token_headers))
-    watch = TokenWatch(source)
     if audio is None:
         audio = AudioManager(
             backend="pyaudio",
@@ -212,7 +233,7 @@ def build_operator(
                 input=config.input_device, output=config.output_device, sounds=config.sounds
             ),
         )
-    return Operator(list(config.core_urls), watch, audio=audio), watch
+    return Operator(list(config.core_urls), source, audio=audio, close_protection=True)
 
 
 def create_app(
@@ -222,14 +243,13 @@ def create_app(
     audio: AudioManager | None = None,
     clock: Clock | None = None,
     history: CallHistory | None = None,
-    token_watch: TokenWatch | None = None,
     live_quality: bool = True,
 ) -> PhoneApp:
     """The app for ``config``; tests inject the Operator, a clock and a history file.
 
     ``live_quality=False`` keeps the call panel's quality figures as they are (screenshots)."""
     if operator is None:
-        operator, token_watch = build_operator(config, audio)
+        operator = build_operator(config, audio)
     else:
         settings = operator.audio.settings
         if config.input_device is not None:
@@ -242,7 +262,6 @@ def create_app(
         config,
         history=history or CallHistory(config.history_path or default_history_path()),
         clock=clock or SystemClock(),
-        token_watch=token_watch,
         live_quality=live_quality,
     )
 

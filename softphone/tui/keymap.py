@@ -115,6 +115,14 @@ ACTIONS: Final[tuple[KeyAction, ...]] = (
         show=False,
     ),
     KeyAction(
+        "rescan",
+        "D",
+        "rescan",
+        "Devices",
+        "Re-scan the audio devices (after plugging one in or out)",
+        show=False,
+    ),
+    KeyAction(
         "sounds",
         "S",
         "toggle_sounds",

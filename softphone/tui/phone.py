@@ -16,22 +16,28 @@ from typing import Any, Final, Protocol, TypeVar
 from softphone.engine import (
     AvailabilityResult,
     Call,
+    ClientErrorCode,
     Operator,
     OperatorError,
     PresenceState,
     redact,
 )
 from softphone.engine.audio import MicrophoneTest
-from softphone.media.devices import DeviceInfo
+from softphone.media.devices import DeviceInfo, DevicesChange
 from softphone.protocol import ProtocolError, validate_e164
 from softphone.tui.clock import Clock, format_duration
 from softphone.tui.config import TuiConfig
 from softphone.tui.history import CallHistory, HistoryEntry
 from softphone.tui.state import CallView, PhoneState
-from softphone.tui.tokens import TokenWatch
 
 log = logging.getLogger("audin.tui")
 T = TypeVar("T")
+
+DTMF_TYPE: Final = "application/dtmf"
+"""Content type of the messages in which the far end reports each DTMF digit it heard."""
+
+CALL_END_WAIT: Final = 5.0
+"""Seconds quitting waits for the hung-up call to be recorded in the history."""
 
 RETRY_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Pauses between attempts to reach the core at start-up (the last one repeats)."""
@@ -42,13 +48,12 @@ END_REASONS: Final = {
     "taken_by_other": "answered by another operator",
     "rejected": "rejected",
     "no_answer": "no answer",
-    "busy": "busy",
     "failed": "failed",
     "offline": "you went offline",
     "ignored": "ignored here",
     "cancelled": "cancelled",
 }
-_NORMAL_ENDS: Final = frozenset({"hangup", "remote_hangup", "ignored", "rejected"})
+_NORMAL_ENDS: Final = frozenset({"hangup", "remote_hangup", "ignored"})
 
 
 class PhoneUI(Protocol):
@@ -78,11 +83,42 @@ def describe_error(error: BaseException) -> str:
 
 
 def end_text(call: Call) -> str:
+    """Why a call ended, in words (an outbound call the far end refused: ``line busy``)."""
     reason = call.end_reason.value if call.end_reason is not None else "unknown"
+    message = (call.end_message or "").strip()
+    if reason == "rejected" and call.direction.value == "outbound":
+        if message.lower() == "busy":
+            return "line busy"
+        return f"refused: {message}" if message else "refused by the other party"
     text = END_REASONS.get(reason, reason.replace("_", " "))
-    if call.end_message and reason in ("failed", "busy", "no_answer", "cancelled"):
-        text = f"{text}: {call.end_message}"
+    if message and reason in ("failed", "no_answer", "cancelled"):
+        text = f"{text}: {message}"
     return text
+
+
+def describe_change(change: DevicesChange) -> str:
+    """What a device re-scan found, in one line."""
+    parts = []
+    if change.added:
+        parts.append("added " + ", ".join(d.name for d in change.added))
+    if change.removed:
+        parts.append("removed " + ", ".join(d.name for d in change.removed))
+    for changed, device, what in (
+        (change.default_input_changed, change.default_input, "microphone"),
+        (change.default_output_changed, change.default_output, "speaker"),
+    ):
+        if changed:
+            parts.append(f"default {what} now {device.name if device else 'none'}")
+    return "; ".join(parts) or "no change"
+
+
+def is_normal_end(call: Call) -> bool:
+    """Ends the operator expects (hung up by either side, rejected or ignored here); the
+    others are reported as problems."""
+    reason = call.end_reason.value if call.end_reason is not None else "unknown"
+    if reason == "rejected":
+        return call.direction.value == "inbound"
+    return reason in _NORMAL_ENDS
 
 
 class Phone:
@@ -95,19 +131,17 @@ class Phone:
         history: CallHistory,
         clock: Clock,
         ui: PhoneUI,
-        *,
-        token_watch: TokenWatch | None = None,
     ) -> None:
         self.operator = operator
         self.config = config
         self.history = history
         self.clock = clock
         self.ui = ui
-        self.token_watch = token_watch
         self.live_quality = True
         """False: keep the quality figures as they are (screenshots)."""
         self.state = PhoneState(sounds=operator.audio.sounds_enabled, home=operator.home)
         self._dtmf_lock = asyncio.Lock()
+        self._call_gone = asyncio.Event()
         self._writes: set[asyncio.Task[None]] = set()
         self._reported_unreachable = False
         if config.input_device is not None:
@@ -118,12 +152,16 @@ class Phone:
     # ------------------------------------------------------------------ start-up
 
     async def start(self) -> None:
-        """Load the history, then the account's numbers (retrying until the core answers)."""
-        await self.reload_history()
-        for attempt in range(1_000_000):
-            if await self.load_numbers():
-                break
-            await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+        """Load the history and, meanwhile, the account's numbers (retrying until the core
+        answers)."""
+        history = asyncio.ensure_future(self.reload_history())
+        try:
+            for attempt in range(1_000_000):
+                if await self.load_numbers():
+                    break
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+        finally:
+            await history
         if self.config.online_on_start and self.state.presence == PresenceState.OFFLINE:
             await self.go_online()
 
@@ -150,7 +188,6 @@ class Phone:
         if self._reported_unreachable:
             self.ui.info(f"Connected to {self.operator.home}")
             self._reported_unreachable = False
-        self._sync_token()
         state = self.state
         state.numbers = numbers
         state.numbers_loaded = True
@@ -175,10 +212,6 @@ class Phone:
         self.ui.log_event("numbers", f"{len(numbers)} number(s): {', '.join(mine) or 'none'}")
         self.ui.state_changed()
         return True
-
-    def _sync_token(self) -> None:
-        if self.token_watch is not None:
-            self.state.token_expires = self.token_watch.expires_at
 
     # ------------------------------------------------------------------ presence and numbers
 
@@ -206,7 +239,6 @@ class Phone:
         if isinstance(result, AvailabilityResult) and result.rejected:
             names = [self._number_name(i) for i in result.rejected]
             self.ui.problem("Numbers refused", f"the core refused {', '.join(names)}")
-        self._sync_token()
         self.ui.state_changed()
 
     def _number_name(self, number_id: str) -> str:
@@ -255,8 +287,9 @@ class Phone:
             return
         if number is None:
             state.dial = ""
-        state.call = CallView(call, created=self.clock.now())
-        self.ui.watch_call(call)
+        if not call.is_ended:  # an end already under way is reported by ``call_ended``
+            state.call = CallView(call, created=self.clock.now())
+            self.ui.watch_call(call)
         self.ui.log_event("dial", f"calling {target} from {call.from_} ({call.call_sid})")
         self.ui.state_changed()
 
@@ -300,13 +333,29 @@ class Phone:
         if offer is not None:
             await self._attempt("Ignore", offer.ignore())
 
-    async def quit(self) -> None:
-        """End every call, go offline and close the operator (after the user confirmed)."""
-        with contextlib.suppress(OperatorError):
-            await self.operator.disconnect_all()
-        with contextlib.suppress(OperatorError):
-            await self.operator.close()
+    async def quit(self, *, hang_up: bool = False) -> None:
+        """Go offline and close the operator. While a call is live the operator refuses
+        (``OperatorError`` ``CALL_IN_PROGRESS``, raised: the app asks first) unless
+        ``hang_up``: then every call is hung up and recorded in the history first."""
+        if hang_up:
+            with contextlib.suppress(OperatorError):
+                await self.operator.disconnect_all()
+            await self._calls_handled(CALL_END_WAIT)
+        try:
+            await self.operator.close(force=hang_up)
+        except OperatorError as exc:
+            if exc.code == ClientErrorCode.CALL_IN_PROGRESS:
+                raise
+            log.warning("closing the operator: %s", describe_error(exc))
         await self.flush()
+
+    async def _calls_handled(self, timeout: float) -> None:
+        """Wait (bounded) until the UI has handled the end of the call on screen."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.state.call is not None:
+                    self._call_gone.clear()
+                    await self._call_gone.wait()
 
     # ------------------------------------------------------------------ audio
 
@@ -358,6 +407,17 @@ class Phone:
             self.state.audio_test = None
             self.ui.state_changed()
 
+    async def rescan(self) -> None:
+        """Enumerate the audio devices again; a change arrives as ``devices_changed``
+        (notified then), a lost device in use as an ``error``."""
+        change = await self._get("Audio devices", self.operator.audio.rescan())
+        if change is not None and not change.changed:
+            inputs = sum(1 for d in change.devices if d.max_input_channels > 0)
+            outputs = sum(1 for d in change.devices if d.max_output_channels > 0)
+            text = f"no change ({inputs} microphone(s), {outputs} speaker(s))"
+            self.ui.log_event("devices", text)
+            self.ui.info(f"Audio devices: {text}")
+
     def toggle_sounds(self) -> None:
         audio = self.operator.audio
         audio.sounds_enabled = not audio.sounds_enabled
@@ -383,7 +443,6 @@ class Phone:
                 previous, state.presence = state.presence, value
                 state.home = self.operator.home
                 state.identity = self.operator.identity or state.identity
-                self._sync_token()
                 if value == PresenceState.OFFLINE:
                     state.accepted = set()
                     state.refused = set()
@@ -418,10 +477,9 @@ class Phone:
             case "token_will_expire":
                 self.ui.log_event(name, f"session token expires in {float(value):.0f} s; renewing")
             case "devices_changed":
-                added = ", ".join(d.name for d in value.added) or "none"
-                removed = ", ".join(d.name for d in value.removed) or "none"
-                self.ui.log_event(name, f"audio devices added: {added}; removed: {removed}")
-                self.ui.info("Audio devices changed")
+                what = describe_change(value)
+                self.ui.log_event(name, what)
+                self.ui.info(f"Audio devices: {what}")
             case "error":
                 text = describe_error(value)
                 state.last_error = text
@@ -435,9 +493,10 @@ class Phone:
         why = end_text(call)
         reason = call.end_reason.value if call.end_reason is not None else "unknown"
         self.ui.log_event(
-            "call_ended", f"{call.call_sid} ended: {why}", error=reason not in _NORMAL_ENDS
+            "call_ended", f"{call.call_sid} ended: {why}", error=not is_normal_end(call)
         )
-        if state.offer is call:
+        was_offer = state.offer is call
+        if was_offer:
             state.offer = None
             self.ui.incoming_gone(call, why)
         view = state.call
@@ -445,8 +504,12 @@ class Phone:
         if view is not None and view.call is call:
             answered = view.answered
             state.call = None
-            if reason not in _NORMAL_ENDS:
-                self.ui.problem("Call ended", f"{view.remote}: {why}")
+            self._call_gone.set()
+        remote = call.to if call.direction.value == "outbound" else call.from_
+        state.last_call = f"{remote}: {why}"
+        if not was_offer and not is_normal_end(call):
+            state.last_error = f"call with {remote}: {why}"
+            self.ui.problem("Call ended", f"{remote}: {why}")
         now = self.clock.now()
         created = view.created if view is not None and view.call is call else now
         entry = HistoryEntry(
@@ -498,10 +561,16 @@ class Phone:
                     else:
                         current.warnings.discard(str(args[0]))
                 self.ui.log_event(f"call.{name}", str(args[0]), error=name == "warning")
+            case "ringing":
+                early = bool(args and args[0])
+                self.ui.log_event(f"call.{name}", "ringing (early media)" if early else "ringing")
             case "message_received":
-                content, content_type = args[0], args[1]
+                content, content_type = str(args[0]), str(args[1])
                 if current is not None:
-                    current.received.append(str(content))
+                    if content_type == DTMF_TYPE:
+                        current.heard += content
+                    else:
+                        current.messages.append((content_type, content))
                 self.ui.log_event(f"call.{name}", f"{content_type}: {content}")
             case "error":
                 return  # the operator's ``error`` event carries it too
@@ -544,7 +613,8 @@ class Phone:
         return format_duration((self.clock.now() - view.answered).total_seconds())
 
     def token_left(self) -> float | None:
-        expires = self.state.token_expires
+        """Seconds until the session token in use expires (None: no token in use)."""
+        expires = self.operator.token_expires_at
         if expires is None:
             return None
         return (expires - self.clock.now()).total_seconds()

@@ -20,8 +20,10 @@ class CallView:
     muted: bool = False
     sample: CallSample | None = None
     warnings: set[str] = field(default_factory=set)
-    received: list[str] = field(default_factory=list)
-    """Messages from the far end (``call_message``), e.g. the DTMF it heard."""
+    heard: str = ""
+    """DTMF the far end reported hearing (``application/dtmf`` messages, e.g. the echo line)."""
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    """Other messages from the far end as (content type, content), e.g. an IVR's entries."""
 
     @property
     def remote(self) -> str:
@@ -42,21 +44,22 @@ class PhoneState:
     wanted: set[str] = field(default_factory=set)
     """Ids of the numbers the operator wants to answer on."""
     accepted: set[str] = field(default_factory=set)
+    """Ids the core confirmed while online."""
     refused: set[str] = field(default_factory=set)
     """Numbers the core refused to put this operator online on (not in its token)."""
-    """Ids the core confirmed while online."""
     caller_id: str | None = None
     dial: str = ""
     call: CallView | None = None
     offer: Call | None = None
     last_error: str | None = None
+    last_call: str | None = None
+    """How the last call of this session ended (``+15550102: line busy``)."""
     input_device: str = "system default"
     output_device: str = "system default"
     sounds: bool = True
     audio_test: str | None = None
     """An audio test in progress (``speaker`` / ``microphone``)."""
     history: list[HistoryEntry] = field(default_factory=list)
-    token_expires: datetime | None = None
 
     @property
     def in_call(self) -> bool:

@@ -38,6 +38,7 @@ class MainScreen(Screen[None]):
     def __init__(self, phone: Phone) -> None:
         super().__init__(id="main")
         self.phone = phone
+        self._bindings_for: str | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.phone, id="status")
@@ -56,11 +57,21 @@ class MainScreen(Screen[None]):
         self.refresh_panels()
 
     def refresh_panels(self) -> None:
+        """Repaint the panels from the state (lists only when their rows changed, the
+        footer only when the context changed: a repaint is cheap, a relayout is not)."""
         for widget in (StatusBar, DialPad, CallPanel, AudioPanel):
             self.query_one(widget).refresh()
         self.query_one(NumbersPanel).update_rows()
         self.query_one(HistoryPanel).update_rows()
-        self.refresh_bindings()
+        if self.context != self._bindings_for:
+            self._bindings_for = self.context
+            self.refresh_bindings()
+
+    def tick(self) -> None:
+        """Once a second: what shows the time (the token countdown, the call timer)."""
+        self.query_one(StatusBar).refresh()
+        if self.phone.state.call is not None:
+            self.query_one(CallPanel).refresh()
 
     # ------------------------------------------------------------------ context
 
@@ -179,6 +190,9 @@ class MainScreen(Screen[None]):
 
     def action_test_microphone(self) -> None:
         self._run(self.phone.test_microphone(), "test-microphone")
+
+    def action_rescan(self) -> None:
+        self._run(self.phone.rescan(), "rescan")
 
     def action_toggle_sounds(self) -> None:
         self.phone.toggle_sounds()

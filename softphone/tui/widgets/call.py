@@ -1,4 +1,5 @@
-"""Call: state, direction, remote party, timer, mute, DTMF sent, quality and warnings."""
+"""Call: state, direction, remote party, timer, mute, DTMF sent, what the far end sent back,
+quality and warnings."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ STATE_STYLES = {
 }
 
 
+def short_type(content_type: str) -> str:
+    """``application/x-ivr-digits`` -> ``ivr-digits``: enough to tell messages apart."""
+    name = content_type.rsplit("/", 1)[-1]
+    return name.removeprefix("x-")
+
+
 class CallPanel(Static):
     def __init__(self, phone: Phone, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -28,9 +35,13 @@ class CallPanel(Static):
         text = Text(no_wrap=True, overflow="ellipsis")
         if view is None:
             text.append("no call", style="dim")
-            last = self.phone.state.history[0] if self.phone.state.history else None
-            if last is not None:
-                text.append(f"\nlast: {last.number} ({last.end_reason})", style="dim")
+            phone = self.phone.state
+            last = phone.history[0] if phone.history else None
+            if phone.last_call is not None:
+                text.append(f"\nlast: {phone.last_call}", style="dim")
+            elif last is not None:
+                reason = last.end_reason.replace("_", " ")
+                text.append(f"\nlast: {last.number}: {reason}", style="dim")
             return text
         call = view.call
         state = call.state.value
@@ -43,8 +54,12 @@ class CallPanel(Static):
         text.append(f"\n{call.direction.value} via {view.local}", style="dim")
         text.append("\nDTMF ")
         text.append(call.dtmf_sent or "-", style="bold" if call.dtmf_sent else "dim")
-        if view.received:
-            text.append(f"  heard {''.join(view.received)[-12:]}", style="dim")
+        if view.messages:
+            content_type, content = view.messages[-1]
+            text.append(f"  {short_type(content_type)} ", style="dim")
+            text.append(content, style="bold cyan")
+        elif view.heard:
+            text.append(f"  heard {view.heard[-12:]}", style="dim")
         sample = view.sample
         text.append("\n")
         if sample is None:

@@ -22,7 +22,7 @@ class DialPad(Static):
             return text
         number = state.dial
         if not number:
-            text.append("type a number · d calls · d alone redials", style="dim")
+            text.append("number + d to call · d alone: redial", style="dim")
             return text
         text.append(number, style="bold")
         text.append("▏", style="blink")

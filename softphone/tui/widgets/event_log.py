@@ -35,7 +35,7 @@ class LogEntry:
     error: bool
 
     def line(self) -> Text:
-        line = Text(no_wrap=True, overflow="ellipsis")
+        line = Text()  # long lines wrap: nothing of an event is cut off
         line.append(self.at.strftime("%H:%M:%S "), style="dim")
         line.append(self.name, style="bold red" if self.error else "cyan")
         line.append(" ")
@@ -57,7 +57,7 @@ class EventLog(Vertical):
         self.border_title = "Events"
 
     def compose(self) -> ComposeResult:
-        yield RichLog(id="log-lines", wrap=False, markup=False, auto_scroll=True, min_width=1)
+        yield RichLog(id="log-lines", wrap=True, markup=False, auto_scroll=True, min_width=1)
         yield Input(placeholder="filter (esc: done)", id="log-filter", compact=True)
 
     def add(self, at: datetime, name: str, text: str, *, error: bool = False) -> None:

@@ -16,6 +16,7 @@ class NumbersPanel(OptionList):
         self.phone = phone
         self.border_title = "Numbers"
         self.border_subtitle = "space answer · c caller ID"
+        self._shown: list[object] | None = None  # the rows last shown (their prompts)
 
     def rows(self) -> list[Option]:
         state = self.phone.state
@@ -43,8 +44,13 @@ class NumbersPanel(OptionList):
         return rows
 
     def update_rows(self) -> None:
+        rows = self.rows()
+        prompts: list[object] = [row.prompt for row in rows]
+        if prompts == self._shown:
+            return
+        self._shown = prompts
         highlighted = self.highlighted
-        self.set_options(self.rows())
+        self.set_options(rows)
         if highlighted is not None and highlighted < self.option_count:
             self.highlighted = highlighted
         elif self.option_count and self.phone.state.numbers:

@@ -1,0 +1,457 @@
+"""The operator console (``audin-phone``): start-up time, CPU, and audio health in a call.
+
+Run: .venv/bin/python benchmarks/bench_tui.py [--runs 5] [--idle 20] [--call 20] [--long-call 60]
+
+Starts ``audin-core --sandbox`` as its own process and the virtual sound devices of
+tests/audio_env.py (a private PulseAudio daemon: real PortAudio, real-time clock; needs
+``pulseaudio pulseaudio-utils libasound2-plugins`` and PyAudio). The console uses the
+virtual microphone ``paced_in`` (fed with telephone-band noise, so the meters move) and the
+speaker ``paced_out``, with the default audio processing (echo cancellation, noise
+suppression, gain control) on.
+
+(a) Start-up: ``audin-phone`` is started ``--runs`` times in a pseudo-terminal of 120x40;
+    the time from the spawn of the process to the first frame on the terminal that shows
+    the account's numbers (imports, app, first screen, token and numbers from the core).
+    Target (issue 6): median <= 1.0 s.
+(b) CPU: the same process in its pseudo-terminal, online and idle for ``--idle`` s, then in
+    an echo call typed through the terminal (levels updating at 10 Hz) for ``--call`` s.
+    The process's CPU time (all threads, /proc/PID/stat) over wall time, in % of one core.
+    Targets: <= 2 % idle, <= 10 % in a call.
+(c) Audio health: a ``--long-call`` s echo call driven through the console's keys (Textual
+    headless, in this process, so the device's counters can be read) on the same virtual
+    devices: PortAudio input overflows and output underflows, playout underruns.
+    Target: 0 each. This process's CPU over the call is shown too (no terminal output).
+(d) The same echo call through the SDK alone (no console) for ``--long-call`` s: the
+    engine's share of (b) and (c), and its audio counters for comparison.
+    ``--skip startup cpu long sdk`` leaves parts out.
+
+The machine's load average is printed with the figures: on a shared machine other work
+inflates start-up times and CPU shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import os
+import pty
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.audio_env import (  # noqa: E402
+    PORTAUDIO_PULSE_RATE,
+    VirtualAudio,
+    VirtualAudioUnavailable,
+    bandlimited_noise,
+)
+from tests.conftest import wait_until  # noqa: E402
+
+ECHO = "+15550100"
+FIRST_NUMBER = "+15550150"  # on screen once the account's numbers are loaded
+SIZE = (120, 40)
+STARTUP_TARGET_S = 1.0
+IDLE_CPU_TARGET = 2.0
+CALL_CPU_TARGET = 10.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+START_S = 2.0  # the first seconds of a call: streams starting, buffers filling
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    target: float | None = None  # an upper bound; None: no target
+    unit: str = ""
+
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        ok = self.value <= self.target
+        ratio = self.value / self.target if self.target else float("nan")
+        shown = f"{ratio:.2f}x of target" if self.target else ""
+        return f"{'OK ' if ok else 'MISS'} {shown}".rstrip()
+
+
+@dataclass
+class Results:
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, name: str, value: float, target: float | None = None, unit: str = "") -> None:
+        self.figures.append(Figure(name, value, target, unit))
+        shown = "-" if target is None else f"<= {target:g}"
+        print(f"  {name:46} {value:10.3f} {unit:4} {shown:>8}  {self.figures[-1].verdict()}")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min), {os.cpu_count()} CPUs"
+
+
+# ---------------------------------------------------------------------- the core
+
+
+class Core:
+    """``audin-core --sandbox`` on a free loopback port, as its own process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "softphone.server.cli",
+                "--sandbox",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                "--json",
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.stop()
+            raise SystemExit("audin-core did not start")
+        info = json.loads(line)
+        self.url: str = info["coreUrl"]
+        self.token_url: str = info["tokenUrl"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# ---------------------------------------------------------------------- the console in a pty
+
+
+class Terminal:
+    """``audin-phone`` in a pseudo-terminal; a thread collects everything it draws."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        master, slave = pty.openpty()
+        cols, rows = SIZE
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.master = master
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            args,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+        os.close(slave)
+        self._output = bytearray()
+        self._seen_at: dict[bytes, float] = {}
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                chunk = b""
+            with self._changed:
+                if not chunk:
+                    self._output += b"\0EOF"
+                    self._changed.notify_all()
+                    return
+                self._output += chunk
+                self._changed.notify_all()
+
+    def mark(self) -> int:
+        """The current end of the output: :meth:`wait_for` after it."""
+        with self._changed:
+            return len(self._output)
+
+    def wait_for(self, text: str, timeout: float, after: int = 0) -> float:
+        """Block until ``text`` was drawn (after offset ``after``); the monotonic time then."""
+        needle = text.encode()
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while needle not in self._output[after:]:
+                if self._output.endswith(b"\0EOF"):
+                    raise RuntimeError(f"audin-phone exited before showing {text!r}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"audin-phone did not show {text!r} in {timeout:g} s")
+                self._changed.wait(left)
+            return time.monotonic()
+
+    def type(self, keys: str) -> None:
+        for char in keys:
+            os.write(self.master, char.encode())
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.type("q")
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.terminate()
+                self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        os.close(self.master)
+
+
+def console_args(core: Core, work: Path) -> tuple[list[str], dict[str, str]]:
+    script = Path(sys.executable).parent / "audin-phone"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "softphone.cli"]
+    config = work / "config.toml"
+    config.write_text("")
+    args = [
+        *command,
+        "--config",
+        str(config),
+        "--core-url",
+        core.url,
+        "--token-url",
+        core.token_url,
+        "--input",
+        VirtualAudio.MIC,
+        "--output",
+        VirtualAudio.SPEAKER,
+        "--history",
+        str(work / "history.sqlite3"),
+    ]
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "HOME": str(work),
+        "XDG_CONFIG_HOME": str(work / "config"),
+        "XDG_DATA_HOME": str(work / "data"),
+        "COLUMNS": str(SIZE[0]),
+        "LINES": str(SIZE[1]),
+    }
+    return args, env
+
+
+def startup(core: Core, work: Path, runs: int, results: Results) -> None:
+    print(f"(a) start-up, {runs} runs ({load()})")
+    args, env = console_args(core, work)
+    times = []
+    for _ in range(runs):
+        term = Terminal(args, env)
+        try:
+            ready = term.wait_for(FIRST_NUMBER, timeout=30)
+            times.append(ready - term.started)
+        finally:
+            term.close()
+    print("  runs (s): " + ", ".join(f"{t:.3f}" for t in times))
+    results.add(
+        "start-up to numbers on screen, median", statistics.median(times), STARTUP_TARGET_S, "s"
+    )
+    results.add("start-up, slowest run", max(times), None, "s")
+
+
+def cpu(core: Core, env_audio: VirtualAudio, work: Path, idle_s: float, call_s: float) -> Results:
+    results = Results()
+    rate = PORTAUDIO_PULSE_RATE
+    env_audio.write_input(
+        VirtualAudio.MIC, bandlimited_noise(call_s + 10, rate, seed=7), rate=rate, pad_seconds=30
+    )
+    args, env = console_args(core, work)
+    term = Terminal(args, env)
+    try:
+        term.wait_for(FIRST_NUMBER, timeout=30)
+        mark = term.mark()
+        term.type("o")
+        term.wait_for("ONLINE", timeout=15, after=mark)
+        print(f"(b) CPU idle, online, {idle_s:g} s ({load()})")
+        time.sleep(2.0)  # settle after going online (not measured)
+        cpu0, t0 = term.cpu_seconds(), time.monotonic()
+        time.sleep(idle_s)  # the measurement window
+        idle = 100 * (term.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        results.add("CPU idle (% of one core)", idle, IDLE_CPU_TARGET, "%")
+
+        mark = term.mark()
+        term.type(ECHO + "d")
+        term.wait_for("ACTIVE", timeout=20, after=mark)
+        print(f"    CPU in an echo call, meters running, {call_s:g} s ({load()})")
+        time.sleep(START_S)  # the call's first seconds are not measured
+        cpu0, t0 = term.cpu_seconds(), time.monotonic()
+        time.sleep(call_s)  # the measurement window
+        in_call = 100 * (term.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        results.add("CPU in a call (% of one core)", in_call, CALL_CPU_TARGET, "%")
+        mark = term.mark()
+        term.type("h")
+        term.wait_for("no call", timeout=10, after=mark)
+    finally:
+        term.close()
+    return results
+
+
+# ---------------------------------------------------------------------- a long call, in-process
+
+
+async def long_call(core: Core, env_audio: VirtualAudio, work: Path, seconds: float) -> Results:
+    from softphone.engine import CallState
+    from softphone.media.pyaudio_device import PyAudioDevice
+    from softphone.tui import TuiConfig, create_app
+
+    results = Results()
+    rate = PORTAUDIO_PULSE_RATE
+    env_audio.write_input(
+        VirtualAudio.MIC, bandlimited_noise(seconds + 10, rate, seed=8), rate=rate, pad_seconds=30
+    )
+    config = TuiConfig(
+        core_urls=(core.url,),
+        token_url=core.token_url,
+        input_device=VirtualAudio.MIC,
+        output_device=VirtualAudio.SPEAKER,
+        history_path=work / "long-call.sqlite3",
+    )
+    app = create_app(config)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(lambda: app.phone.state.numbers_loaded, 30)
+            await pilot.press(*[{"+": "plus"}.get(c, c) for c in ECHO], "d")
+            await wait_until(
+                lambda: (
+                    app.phone.state.call is not None
+                    and app.phone.state.call.call.state == CallState.ACTIVE
+                ),
+                20,
+            )
+            view = app.phone.state.call
+            device = app.operator.audio.active_device
+            assert isinstance(device, PyAudioDevice), "the call is not on the sound card"
+            print(f"(c) a {seconds:g} s echo call through the console ({load()})")
+            cpu0, t0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(START_S)  # the streams' start (counted apart below)
+            start = device.stats()
+            await asyncio.sleep(seconds - START_S)  # the rest of the measurement window
+            cpu_share = 100 * (time.process_time() - cpu0) / (time.monotonic() - t0)
+            stats, realtime = device.stats(), device.realtime_stats()
+            still_up = app.phone.state.call is view
+            await pilot.press("h")
+            await wait_until(lambda: app.phone.state.call is None, 10)
+        assert still_up, "the call ended before the end of the measurement"
+        results.add("PortAudio input overflows", stats.input_overflows, 0)
+        results.add("PortAudio output underflows", stats.output_underflows, 0)
+        results.add("playout underruns", stats.playback_underruns, 0)
+        first = start.input_overflows + start.output_underflows + start.playback_underruns
+        results.add(f"  of these in the first {START_S:g} s (stream start)", first)
+        results.add("frames played", stats.frames_played)
+        results.add("longest audio callback", realtime.max_callback_us / 1000, None, "ms")
+        results.add("p99 audio callback", realtime.p99_callback_us / 1000, None, "ms")
+        results.add("CPU of this process, headless (% of 1 core)", cpu_share, None, "%")
+    finally:
+        await app.operator.close(force=True)
+    return results
+
+
+async def engine_only(core: Core, env_audio: VirtualAudio, seconds: float) -> Results:
+    """The same echo call through the SDK alone (no console): what the engine costs."""
+    from softphone.engine import Operator
+    from softphone.engine.audio import AudioManager, AudioSettings
+    from softphone.media.pyaudio_device import PyAudioDevice
+
+    results = Results()
+    rate = PORTAUDIO_PULSE_RATE
+    env_audio.write_input(
+        VirtualAudio.MIC, bandlimited_noise(seconds + 10, rate, seed=9), rate=rate, pad_seconds=30
+    )
+    audio = AudioManager(
+        backend="pyaudio",
+        settings=AudioSettings(input=VirtualAudio.MIC, output=VirtualAudio.SPEAKER),
+    )
+    operator = Operator(core.url, core.token_url, audio=audio)
+    try:
+        call = await operator.dial(ECHO)
+        if not await call.wait_started(20):
+            raise RuntimeError("the echo call did not start")
+        print(f"(d) the same call through the SDK alone, {seconds:g} s ({load()})")
+        await asyncio.sleep(START_S)  # the call's first seconds are not measured
+        device = audio.active_device
+        assert isinstance(device, PyAudioDevice), "the call is not on the sound card"
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)  # the measurement window
+        cpu_share = 100 * (time.process_time() - cpu0) / (time.monotonic() - t0)
+        stats = device.stats()
+        await call.hangup()
+        results.add("SDK alone: PortAudio input overflows", stats.input_overflows, 0)
+        results.add("SDK alone: PortAudio output underflows", stats.output_underflows, 0)
+        results.add("SDK alone: playout underruns", stats.playback_underruns, 0)
+        results.add("CPU of the SDK alone in the call (% of 1 core)", cpu_share, None, "%")
+    finally:
+        await operator.close(force=True)
+    return results
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="start-up runs")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds idle (CPU)")
+    parser.add_argument("--call", type=float, default=20.0, help="seconds in a call (CPU)")
+    parser.add_argument("--long-call", type=float, default=60.0, help="seconds of the long call")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["startup", "cpu", "long", "sdk"])
+    args = parser.parse_args()
+    try:
+        audio = VirtualAudio.start()
+    except VirtualAudioUnavailable as exc:
+        raise SystemExit(f"cannot build the virtual devices: {exc}") from exc
+    all_results = Results()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
+            work = Path(tmp)
+            core = Core(work / "core")
+            try:
+                if "startup" not in args.skip:
+                    startup(core, work, args.runs, all_results)
+                if "cpu" not in args.skip:
+                    all_results.figures += cpu(core, audio, work, args.idle, args.call).figures
+                if "long" not in args.skip:
+                    long = asyncio.run(long_call(core, audio, work, args.long_call))
+                    all_results.figures += long.figures
+                if "sdk" not in args.skip:
+                    alone = asyncio.run(engine_only(core, audio, args.long_call))
+                    all_results.figures += alone.figures
+            finally:
+                core.stop()
+    finally:
+        audio.stop()
+    print(f"\n{load()}")
+    print(f"{'figure':46} {'value':>10} {'':4} {'target':>8}  verdict")
+    for f in all_results.figures:
+        shown = "-" if f.target is None else f"<= {f.target:g}"
+        print(f"{f.name:46} {f.value:10.3f} {f.unit:4} {shown:>8}  {f.verdict()}")
+
+
+if __name__ == "__main__":
+    main()
