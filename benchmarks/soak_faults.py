@@ -56,6 +56,7 @@ class Tally:
     refused: int = 0
     inbound_answered: int = 0
     lost: int = 0
+    lost_how: collections.Counter[str] = field(default_factory=collections.Counter)
     reconnections: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -133,10 +134,12 @@ async def run_operator(
                     await asyncio.sleep(1.0)
                     if sid in core.core.calls:
                         tally.lost += 1
+                        tally.lost_how["hung up here, still live on the core"] += 1
             elif ended == EndReason.FAILED:
                 tally.failed += 1
             else:
                 tally.lost += 1  # ended by something nobody asked for
+                tally.lost_how[f"ended {ended}: {call.end_message}"] += 1
             assert call.state == CallState.ENDED
     finally:
         await op.close(force=True)
@@ -221,7 +224,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  refused / retried    {tally.refused} (dial or go_online during a fault)")
     print(f"  inbound answered     {tally.inbound_answered}")
     print(f"  presence reconnects  {tally.reconnections}")
-    print(f"  lost                 {tally.lost} (goal: 0)")
+    print(f"  lost                 {tally.lost} (goal: 0) {dict(tally.lost_how)}")
     print(f"  error codes          {dict(tally.errors)}")
     return 0 if tally.lost == 0 else 1
 

@@ -329,11 +329,29 @@ class Call:
             return
         if reason is not None:
             self._local_end = (reason, message)  # the core's call_ended may come first
-        request = Hangup(id=self._operator._next_id(), call_sid=self.call_sid)
+        # The hangup goes on the call's own media leg when it is open (the core ends and
+        # records the call even while presence is down or reconnecting) and on presence
+        # (acknowledged); whichever ends the call first wins, the other is harmless.
+        leg = self._media
+        if leg is not None:
+            await leg.send_control(Hangup(id=self._operator._next_id(), call_sid=self.call_sid))
+        request = self._operator._request(
+            Hangup(id=self._operator._next_id(), call_sid=self.call_sid)
+        )
+        presence = asyncio.ensure_future(request)
+        ended = asyncio.ensure_future(self._ended.wait())
         try:
-            await self._operator._request(request)
-        except OperatorError as exc:
-            log.info("hangup request failed (%s); ending locally", exc.code)
+            await asyncio.wait({presence, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if presence.done():
+            if not presence.cancelled() and (exc := presence.exception()) is not None:
+                code = exc.code if isinstance(exc, OperatorError) else type(exc).__name__
+                log.info("hangup on presence failed (%s); the media leg carried it", code)
+        else:
+            presence.cancel()  # the call ended first (call_ended on the media leg)
+            with contextlib.suppress(asyncio.CancelledError, OperatorError):
+                await presence
         if reason is None:
             reason = EndReason.HANGUP if self.answered_at is not None else EndReason.CANCELLED
         await self._finish(reason, message)
@@ -580,12 +598,16 @@ class _MediaLeg:
             device_playback_dropped=dev.playback_dropped if dev else 0,
         )
 
-    async def send_control(self, message: Mute | Dtmf | Ping | Hangup | UpdateToken) -> None:
+    async def send_control(self, message: Mute | Dtmf | Ping | Hangup | UpdateToken) -> bool:
+        """Send a control message on the leg; False if it is not open."""
         ws = self._ws
         if ws is None:
-            return
-        with contextlib.suppress(websockets.ConnectionClosed):
+            return False
+        try:
             await ws.send(encode_message(message))
+        except websockets.ConnectionClosed:
+            return False
+        return True
 
     async def _open(self) -> ClientConnection | None:
         """Open the leg and wait for ``media_ready``; None if the call ended meanwhile."""
