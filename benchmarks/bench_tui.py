@@ -386,7 +386,13 @@ async def engine_only(core: Core, env_audio: VirtualAudio, seconds: float) -> Re
     )
     audio = AudioManager(
         backend="pyaudio",
-        settings=AudioSettings(input=VirtualAudio.MIC, output=VirtualAudio.SPEAKER),
+        settings=AudioSettings(
+            input=VirtualAudio.MIC,
+            output=VirtualAudio.SPEAKER,
+            echo_cancellation=os.environ.get("BENCH_AEC", "1") == "1",
+            noise_suppression=os.environ.get("BENCH_NS", "1") == "1",
+            auto_gain=os.environ.get("BENCH_AGC", "1") == "1",
+        ),
     )
     operator = Operator(core.url, core.token_url, audio=audio)
     try:
