@@ -10,7 +10,8 @@ the proxy: a cut, a 1-3 s stall, a blackhole that heartbeats must detect (heartb
 
 At the end it prints calls placed, completed (hung up by the operator as planned),
 recovered (the media leg dropped and came back within the call), failed (ended `failed`),
-and lost (a call the operator believed active that the core did not have, or the reverse),
+and lost (a call ended by something nobody asked for, or hung up by the operator and still
+live on the core 30 s later: an orphan), ended late (the core needed its own timers),
 plus presence reconnections and the error codes seen. The goal: nothing lost.
 """
 
@@ -56,6 +57,7 @@ class Tally:
     refused: int = 0
     inbound_answered: int = 0
     lost: int = 0
+    ended_late: int = 0
     lost_how: collections.Counter[str] = field(default_factory=collections.Counter)
     reconnections: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -130,11 +132,15 @@ async def run_operator(
                         tally.recovered += 1
                 else:
                     tally.failed += 1
-                if sid in core.core.calls:  # the core must have ended it too
-                    await asyncio.sleep(1.0)
-                    if sid in core.core.calls:
+                if sid in core.core.calls:  # the core must end it too
+                    started = time.monotonic()
+                    while sid in core.core.calls and time.monotonic() - started < 30:  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+                    if sid in core.core.calls:  # an orphan: nobody will ever end it
                         tally.lost += 1
-                        tally.lost_how["hung up here, still live on the core"] += 1
+                        tally.lost_how["hung up here, still live on the core after 30 s"] += 1
+                    elif time.monotonic() - started > 1.0:
+                        tally.ended_late += 1
             elif ended == EndReason.FAILED:
                 tally.failed += 1
             else:
@@ -224,6 +230,10 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  refused / retried    {tally.refused} (dial or go_online during a fault)")
     print(f"  inbound answered     {tally.inbound_answered}")
     print(f"  presence reconnects  {tally.reconnections}")
+    print(
+        f"  ended late on core   {tally.ended_late} (hung up while the link was silent: the"
+        " core ended it once its own timers noticed)"
+    )
     print(f"  lost                 {tally.lost} (goal: 0) {dict(tally.lost_how)}")
     print(f"  error codes          {dict(tally.errors)}")
     return 0 if tally.lost == 0 else 1

@@ -345,3 +345,29 @@ async def test_throttled_link_raises_quality_warnings_that_clear(
     finally:
         await operator.close()
     assert set(raised) & {"high-jitter", "high-rtt", "low-mos", "low-bytes-received"}
+
+
+async def test_silent_media_link_is_detected_and_reopened(
+    core: CoreServer, proxy: FaultProxy
+) -> None:
+    """The call's link goes silent without closing: within ~3 s (no pong) the media leg is
+    taken for dead and re-opened through a fresh connection; audio resumes."""
+    operator = sandbox_operator(proxy.url, heartbeat_interval=30.0)
+    events: list[str] = []
+    try:
+        await operator.go_online(["pn_15550150"])
+        call = await operator.dial(ECHO)
+        assert await call.wait_started(10)
+        call.on("reconnecting", lambda: events.append("reconnecting"))
+        call.on("reconnected", lambda: events.append("reconnected"))
+        await wait_until(lambda: call.stats.frames_received > 10, timeout=5)
+        proxy.blackhole()
+        silent = time.monotonic()
+        await wait_until(lambda: "reconnected" in events, timeout=10)
+        assert 2.5 <= time.monotonic() - silent <= 5.5
+        before = call.stats.frames_received
+        await wait_until(lambda: call.stats.frames_received >= before + 25, timeout=5)
+        assert call.state == CallState.ACTIVE
+    finally:
+        await operator.close()
+    assert events == ["reconnecting", "reconnected"]

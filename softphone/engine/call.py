@@ -95,6 +95,9 @@ _ALAW_SILENCE: Final = b"\xd5" * PAYLOAD_BYTES
 _SEND_TICK: Final = 0.010
 _PING_EVERY: Final = 1.0
 _LEVEL_EVERY: Final = 0.050
+_MEDIA_SILENCE_LIMIT: Final = 3.0
+"""Seconds without anything from the core (pongs come every second) before a media leg
+is taken for dead and re-opened."""
 _MEDIA_RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0)
 """Pauses between attempts to re-open a dropped media leg (the last one repeats), all within
 the operator's ``media_reconnect_window``."""
@@ -347,7 +350,11 @@ class Call:
         if presence.done():
             if not presence.cancelled() and (exc := presence.exception()) is not None:
                 code = exc.code if isinstance(exc, OperatorError) else type(exc).__name__
-                log.info("hangup on presence failed (%s); the media leg carried it", code)
+                log.info("hangup on presence failed (%s); sent on the media leg", code)
+                if leg is not None and not self.is_ended:  # the leg may have been re-opened
+                    await leg.send_control(
+                        Hangup(id=self._operator._next_id(), call_sid=self.call_sid)
+                    )
         else:
             presence.cancel()  # the call ended first (call_ended on the media leg)
             with contextlib.suppress(asyncio.CancelledError, OperatorError):
@@ -570,6 +577,7 @@ class _MediaLeg:
         self._sequence = 0
         self._timestamp = 0
         self._rtts: list[float] = []
+        self.last_rx = time.monotonic()
         self.quality = QualityMonitor()
         self._encode = encode_mulaw
         self._decode = decode_mulaw
@@ -722,8 +730,10 @@ class _MediaLeg:
                 lost_at = None  # not answered yet: the first open is retried as before
 
     async def _receive(self, ws: ClientConnection) -> None:
+        self.last_rx = time.monotonic()
         try:
             async for raw in ws:
+                self.last_rx = time.monotonic()
                 if isinstance(raw, bytes):
                     try:
                         frame = decode_audio_frame(raw)
@@ -849,6 +859,11 @@ class _MediaLeg:
             if ws is not None and now >= next_ping:
                 next_ping = now + _PING_EVERY
                 await self.send_control(Ping(ts=time.monotonic()))
+                if time.monotonic() - self.last_rx > _MEDIA_SILENCE_LIMIT:
+                    # Not even a pong for 3 s: the link is dead without having closed
+                    # (a silent network path). Drop it; the leg is re-opened as after a cut.
+                    log.warning("media leg of %s silent for 3 s: re-opening", self._call.call_sid)
+                    ws.transport.abort()
 
     async def _device_lost(self, device: AudioDevice) -> AudioDevice:
         """The sound card stopped delivering (unplugged, sound server gone): say so, then go
