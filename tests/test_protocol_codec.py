@@ -59,6 +59,7 @@ from softphone.protocol import (
     SetAvailability,
     UpdateToken,
     Welcome,
+    audio_payload,
     check_version,
     decode_audio_frame,
     decode_message,
@@ -869,3 +870,19 @@ def test_error_codes_are_stable_strings_with_descriptions() -> None:
     error = ProtocolError(ErrorCode.BUSY, "nope")
     assert str(error) == "BUSY: nope"
     assert isinstance(error, Exception)
+
+
+@given(st.binary(min_size=0, max_size=200))
+def test_audio_payload_agrees_with_decode_audio_frame(data: bytes) -> None:
+    try:
+        expected: bytes | None = decode_audio_frame(data).payload
+    except ProtocolError:
+        expected = None
+    assert audio_payload(data) == expected
+
+
+def test_audio_payload_of_valid_frames() -> None:
+    frame = encode_audio_frame(7, 1120, bytes(range(160)), marker=True)
+    assert audio_payload(frame) == bytes(range(160))
+    assert audio_payload(b"\x02" + frame[1:]) is None  # unknown kind
+    assert audio_payload(frame[:1] + b"\x02" + frame[2:]) is None  # reserved flag

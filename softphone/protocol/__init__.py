@@ -16,6 +16,7 @@ from softphone.protocol.frames import (
     PAYLOAD_BYTES,
     SAMPLE_RATE,
     AudioFrame,
+    audio_payload,
     decode_audio_frame,
     encode_audio_frame,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "SetAvailability",
     "UpdateToken",
     "Welcome",
+    "audio_payload",
     "check_version",
     "choose_codec",
     "decode_audio_frame",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import secrets
 import signal
@@ -327,6 +328,12 @@ def describe(server: CoreServer) -> dict[str, Any]:
 async def _serve(config: CoreConfig, *, as_json: bool) -> None:
     server = CoreServer(config)
     await server.start()
+    # Media relaying allocates a few objects per frame, almost none in reference cycles:
+    # the cycle collector's default gen-0 threshold (700) made it run hundreds of times a
+    # second under load, and full collections over every connection's objects showed up as
+    # 100-250 ms stalls in the p99 of frame forwarding (benchmarks/bench_core_load.py).
+    gc.freeze()  # start-up objects are never garbage
+    gc.set_threshold(100_000, 50, 1000)
     info = describe(server)
     if as_json:
         print(json.dumps(info), flush=True)
