@@ -68,45 +68,57 @@ class CoreProcess:
         )
 
 
+def start_core_process(
+    data_dir: Path,
+    *args: str,
+    sandbox: bool = True,
+    port: int = 0,
+    log_level: str | None = "warning",
+    stderr: Any = subprocess.PIPE,
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``audin-core`` as a separate process (``--json``); return it and the JSON line
+    it prints once listening. Raises with its stderr if it does not start."""
+    argv = [sys.executable, "-m", "softphone.server.cli", "--port", str(port)]
+    argv += ["--data-dir", str(data_dir), "--json"]
+    if sandbox:
+        argv.append("--sandbox")
+    if log_level is not None:
+        argv += ["--log-level", log_level]
+    proc = subprocess.Popen(
+        [*argv, *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("{"):
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr is not None else ""
+        proc.wait()
+        raise RuntimeError(f"audin-core did not start: {line}{err}")
+    return proc, json.loads(line)
+
+
+def stop_core_process(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def core_process(tmp_path: Path) -> Iterator[CoreProcess]:
     """``audin-core --sandbox`` as a real separate process on an ephemeral port."""
     data_dir = tmp_path / "core-data"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softphone.server.cli",
-            "--sandbox",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--json",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc, info = start_core_process(data_dir)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(
-                f"audin-core did not start: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        info = json.loads(line)
         yield CoreProcess(info["coreUrl"], info["tokenUrl"], data_dir, info, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_core_process(proc)
 
 
 def sandbox_operator(url: str, operator_ref: str = "op-1", **kwargs: Any) -> Operator:

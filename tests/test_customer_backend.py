@@ -19,7 +19,7 @@ import pytest
 from softphone import CallState, EndReason, Operator, token_url_provider
 from softphone.engine import ClientErrorCode, OperatorError
 
-from .conftest import EventLog
+from .conftest import EventLog, start_core_process, stop_core_process
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "+15557000001"
@@ -50,31 +50,11 @@ def production_core(tmp_path: Path) -> Iterator[Production]:
         "account", "create", "Acme", "--number", NUMBER, "--data-dir", str(data_dir), "--json"
     )
     assert created.returncode == 0, created.stderr
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softphone.server.cli",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--json",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc, info = start_core_process(data_dir, sandbox=False)
     try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
         yield Production(info["coreUrl"], data_dir, json.loads(created.stdout))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_core_process(proc)
 
 
 @pytest.fixture

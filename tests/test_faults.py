@@ -19,7 +19,7 @@ from softphone.engine import ClientErrorCode
 from softphone.server import CoreConfig, CoreServer
 from softphone.server.core import CoreTimings
 
-from .conftest import EventLog, sandbox_operator, wait_until
+from .conftest import EventLog, sandbox_operator, start_core_process, wait_until
 from .faultproxy import FaultProxy
 
 ECHO = "+15550100"
@@ -258,22 +258,9 @@ async def test_core_restart(tmp_path: Path) -> None:
 
 
 def _start_core(data_dir: Path, port: int = 0) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "softphone.server.cli", "--sandbox", "--port", str(port),
-            "--data-dir", str(data_dir), "--json", "--log-level", "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("{"):
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise RuntimeError(f"audin-core did not start: {line}{err}")
-    return proc, json.loads(line)["coreUrl"]
+    proc, info = start_core_process(data_dir, port=port, stderr=subprocess.DEVNULL)
+    url: str = info["coreUrl"]
+    return proc, url
 
 
 async def test_core_crash_and_restart(tmp_path: Path) -> None:

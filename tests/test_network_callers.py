@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import subprocess
@@ -28,7 +27,15 @@ from softphone.server.auth import utc_iso
 from softphone.server.callers import MAX_UNFINISHED, ORIGIN_PARAMS, random_caller_number
 from softphone.server.timings import CoreTimings
 
-from .conftest import CoreProcess, EventLog, sandbox_operator, sandbox_token, wait_until
+from .conftest import (
+    CoreProcess,
+    EventLog,
+    sandbox_operator,
+    sandbox_token,
+    start_core_process,
+    stop_core_process,
+    wait_until,
+)
 
 LINE_A, LINE_B = "+15550150", "+15550151"
 FAST = CoreTimings(echo_ring=0.05, ring=0.3, speech_pause=0.2, speech_plays=1)
@@ -237,38 +244,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def running_core(data_dir: Path, *args: str) -> Iterator[dict[str, Any]]:
     """``audin-core --sandbox ARGS`` as a separate process; yields its start-up JSON."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softphone.server.cli",
-            "--sandbox",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--json",
-            "--log-level",
-            "warning",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc, info = start_core_process(data_dir, *args)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, f"audin-core did not start: {proc.stderr.read() if proc.stderr else ''}"
-        yield json.loads(line)
+        yield info
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_core_process(proc)
 
 
 async def test_callers_subcommand_switches_a_running_core(core_process: CoreProcess) -> None:

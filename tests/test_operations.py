@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import signal
 import sqlite3
@@ -24,7 +23,14 @@ from softphone.engine import Operator, PresenceState, token_url_provider
 from softphone.protocol import EndReason
 from softphone.server import CoreServer
 
-from .conftest import CoreProcess, EventLog, sandbox_operator, sandbox_token, wait_until
+from .conftest import (
+    CoreProcess,
+    EventLog,
+    sandbox_operator,
+    sandbox_token,
+    start_core_process,
+    wait_until,
+)
 from .test_security import (
     dial_echo,
     presence,
@@ -125,29 +131,6 @@ async def test_sigterm_during_a_call_ends_it_and_records_it(core_process: CorePr
 # --------------------------------------------------------------------------- logs
 
 
-def _start_core(data_dir: Path, log_file: Path, *args: str) -> tuple[subprocess.Popen[str], Any]:
-    log = log_file.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softphone.server.cli",
-            "--sandbox",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--json",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    return proc, log
-
-
 @pytest.fixture
 def debug_core(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path, subprocess.Popen[str]]]:
     """``audin-core --sandbox --log-level debug --log-format json``, its stderr in a file.
@@ -175,12 +158,11 @@ def debug_core(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path, subproces
     )
     account = json.loads(made.stdout)
     log_file = tmp_path / "core.log"
-    proc, log = _start_core(data_dir, log_file, "--log-level", "debug", "--log-format", "json")
+    log = log_file.open("w")
+    proc, info = start_core_process(
+        data_dir, "--log-level", "debug", "--log-format", "json", log_level=None, stderr=log
+    )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, log_file.read_text()
-        info = json.loads(line)
         info["account"] = account
         info["adminKey"] = (data_dir / "admin.key").read_text().strip()
         yield info, log_file, proc

@@ -7,8 +7,6 @@ and nothing is connected. Bad certificate files stop ``audin-core`` with one lin
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -27,7 +25,7 @@ from softphone.server import CoreConfig, CoreServer
 from softphone.server.core import CoreTimings
 from softphone.server.tls import TlsConfigError, server_tls_context
 
-from .conftest import EventLog, wait_until
+from .conftest import EventLog, start_core_process, wait_until
 
 ECHO = "+15550100"
 LINE_A = "pn_15550150"
@@ -280,32 +278,10 @@ def test_cli_bad_tls_files_exit_2_with_one_line(tmp_path: Path, pki: Pki) -> Non
 
 
 def test_cli_with_tls_prints_https_and_wss_urls(tmp_path: Path, pki: Pki) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softphone.server.cli",
-            "--sandbox",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--json",
-            "--log-level",
-            "warning",
-            "--tls-cert",
-            str(pki.cert),
-            "--tls-key",
-            str(pki.key),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc, info = start_core_process(
+        tmp_path / "data", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)
     )
     try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
         assert info["tls"] is True
         assert info["coreUrl"].startswith("https://127.0.0.1:")
         assert info["presenceUrl"].startswith("wss://127.0.0.1:")
