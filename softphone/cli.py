@@ -18,6 +18,7 @@ import json
 import logging
 import shlex
 import signal
+import ssl
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="'NAME: VALUE'",
         help="extra header for the token request (repeatable)",
+    )
+    c.add_argument(
+        "--ca-file", type=Path, help="PEM file of the CAs that signed the core's certificate"
     )
     c.add_argument(
         "--from", dest="caller_id", help="caller ID: one of your numbers (default: first)"
@@ -158,6 +162,19 @@ async def _sandbox_core() -> AsyncIterator[str]:
             await server.stop()
 
 
+def _verify(ca_file: Path | None) -> bool | ssl.SSLContext:
+    """How the token URL's certificate is checked: the system's CAs, or ``--ca-file``'s
+    (a private core's sandbox token URL is signed by the same CA)."""
+    if ca_file is None:
+        return True
+    if not ca_file.is_file():
+        raise UsageError(f"--ca-file {ca_file}: no such file")
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca-file {ca_file}: not a PEM file of certificates ({exc})") from None
+
+
 @contextlib.asynccontextmanager
 async def _core(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
     """Yield (core URL, token URL, token headers): an embedded sandbox core or the given one."""
@@ -213,9 +230,9 @@ async def run_call(args: argparse.Namespace) -> tuple[int, CallSummary]:
         get_token = (
             token_command_provider(shlex.split(args.token_command))
             if args.token_command and not args.sandbox
-            else token_url_provider(token_url, headers=headers)
+            else token_url_provider(token_url, headers=headers, verify=_verify(args.ca_file))
         )
-        operator = Operator(core_url, get_token, audio=audio)
+        operator = Operator(core_url, get_token, audio=audio, ca_file=args.ca_file)
         if args.verbose:
             for name in ("presence_state_changed", "availability_changed", "call_started"):
                 operator.on(name, lambda v, n=name: print(f"event {n}: {v}", file=sys.stderr))
@@ -364,6 +381,9 @@ def _app_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--token-header", action="append", default=[], help="'Name: value' for token requests"
     )
+    p.add_argument(
+        "--ca-file", type=Path, help="PEM file of the CAs that signed the core's certificate"
+    )
     p.add_argument("--config", type=Path, help="config file (default: the platform's, if any)")
     p.add_argument("--input", help="microphone (index or name)")
     p.add_argument("--output", help="speaker (index or name)")
@@ -412,6 +432,7 @@ def app_config(argv: Sequence[str]) -> TuiConfig:
         token_url=args.token_url,
         token_command=command,
         token_headers=_headers(args.token_header) if args.token_header else None,
+        ca_file=args.ca_file,
         input_device=device_spec(args.input),
         output_device=device_spec(args.output),
         sounds=args.sounds,

@@ -7,6 +7,7 @@ and nothing is connected. Bad certificate files stop ``audin-core`` with one lin
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -25,7 +26,7 @@ from softphone.server import CoreConfig, CoreServer
 from softphone.server.core import CoreTimings
 from softphone.server.tls import TlsConfigError, server_tls_context
 
-from .conftest import EventLog, start_core_process, wait_until
+from .conftest import EventLog, start_core_process, stop_core_process, wait_until
 
 ECHO = "+15550100"
 LINE_A = "pn_15550150"
@@ -295,3 +296,41 @@ def test_cli_with_tls_prints_https_and_wss_urls(tmp_path: Path, pki: Pki) -> Non
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_headless_call_over_tls_with_the_ca_file(tmp_path: Path, pki: Pki) -> None:
+    """`audin-phone call --ca-file`: the CA verifies the core and its token URL; without it
+    the certificate is refused and nothing connects."""
+    proc, info = start_core_process(
+        tmp_path / "data", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)
+    )
+    base = [
+        sys.executable, "-m", "softphone.cli", "call", "+15550100",
+        "--core-url", info["coreUrl"], "--token-url", info["tokenUrl"],
+        "--seconds", "1", "--json",
+    ]  # fmt: skip
+    try:
+        ok = subprocess.run(
+            [*base, "--ca-file", str(pki.ca)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["endReason"] == "hangup"
+        refused = subprocess.run(base, check=False, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0
+        assert "certificate" in (refused.stdout + refused.stderr).lower()
+        missing = subprocess.run(
+            [*base, "--ca-file", str(tmp_path / "nope.pem")],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert missing.returncode == 2
+        assert "--ca-file" in missing.stderr
+        assert "Traceback" not in missing.stderr
+    finally:
+        stop_core_process(proc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -157,3 +159,21 @@ async def test_history_round_trip(tmp_path: Path) -> None:
     await history.add(second)
     assert await history.recent() == [second, first]
     assert await history.recent(limit=1) == [second]
+
+
+def test_missing_ca_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "softphone.cli", "--core-url", "https://core.example",
+            "--token-url", "https://backend.example/token",
+            "--ca-file", str(tmp_path / "nope.pem"),
+            "--config", str(tmp_path / "empty.toml"),
+        ],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "nope.pem" in lines[0]
+    assert "no such file" in lines[0]

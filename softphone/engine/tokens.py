@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,7 +135,7 @@ def token_url_provider(
     headers: Mapping[str, str] | None = None,
     body: Mapping[str, Any] | None = None,
     timeout: float = 10.0,
-    verify: bool | str = True,
+    verify: bool | str | ssl.SSLContext = True,
 ) -> GetToken:
     """A ``get_token`` that POSTs to ``url`` (your backend) and expects ``{token, expiresAt}``."""
 

@@ -7,6 +7,7 @@ Build it with :func:`create_app`, which tests use to inject a config, an Operato
 from __future__ import annotations
 
 import gc
+import ssl
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -225,7 +226,12 @@ def build_operator(config: TuiConfig, audio: AudioManager | None = None) -> Oper
         source = token_command_provider(list(config.token_command))
     else:
         assert config.token_url is not None
-        source = token_url_provider(config.token_url, headers=dict(config.token_headers))
+        verify: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=str(config.ca_file)) if config.ca_file else True
+        )
+        source = token_url_provider(
+            config.token_url, headers=dict(config.token_headers), verify=verify
+        )
     if audio is None:
         audio = AudioManager(
             backend="pyaudio",
@@ -233,7 +239,13 @@ def build_operator(config: TuiConfig, audio: AudioManager | None = None) -> Oper
                 input=config.input_device, output=config.output_device, sounds=config.sounds
             ),
         )
-    return Operator(list(config.core_urls), source, audio=audio, close_protection=True)
+    return Operator(
+        list(config.core_urls),
+        source,
+        audio=audio,
+        close_protection=True,
+        ca_file=config.ca_file,
+    )
 
 
 def create_app(

@@ -40,6 +40,8 @@ class TuiConfig:
     token_url: str | None = None
     token_command: tuple[str, ...] = ()
     token_headers: Mapping[str, str] = field(default_factory=dict)
+    ca_file: Path | None = None
+    """PEM file of the CAs that signed the core's TLS certificate (instead of the system's)."""
     input_device: DeviceSpec = None
     output_device: DeviceSpec = None
     sounds: bool = True
@@ -54,6 +56,8 @@ class TuiConfig:
 
     def check_connection(self) -> None:
         """Raise ConfigError unless the app knows where to connect and how to get tokens."""
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ConfigError(f"ca_file {self.ca_file}: no such file")
         if self.sandbox:
             return
         if not self.core_urls:
@@ -76,7 +80,7 @@ def default_history_path() -> Path:
 
 
 _SECTIONS: Final[dict[str, frozenset[str]]] = {
-    "core": frozenset({"url", "token_url", "token_command", "token_headers", "sandbox"}),
+    "core": frozenset({"url", "token_url", "token_command", "token_headers", "sandbox", "ca_file"}),
     "audio": frozenset({"input", "output", "sounds"}),
     "phone": frozenset({"caller_id", "numbers", "online_on_start"}),
     "keys": frozenset(),  # any action id, checked below
@@ -136,12 +140,14 @@ def parse_config(raw: Mapping[str, Any], where: str = "config") -> TuiConfig:
         _check_e164(caller_id, f"{where}: [phone] caller_id")
     keys = reader.get_table("keys")
     history = reader.get("history", "path", (str,))
+    ca_file = reader.get("core", "ca_file", (str,))
     return TuiConfig(
         sandbox=bool(reader.get("core", "sandbox", (bool,)) or False),
         core_urls=core_urls,
         token_url=reader.get("core", "token_url", (str,)),
         token_command=_command(command, f"{where}: [core] token_command"),
         token_headers=dict(headers),
+        ca_file=Path(ca_file).expanduser() if ca_file else None,
         input_device=reader.get("audio", "input", (str, int)),
         output_device=reader.get("audio", "output", (str, int)),
         sounds=_default(reader.get("audio", "sounds", (bool,)), True),
