@@ -577,6 +577,7 @@ class _MediaLeg:
         self._sequence = 0
         self._timestamp = 0
         self._rtts: list[float] = []
+        self.hangups: set[str] = set()  # ids of hangups sent on this leg
         self.last_rx = time.monotonic()
         self.quality = QualityMonitor()
         self._encode = encode_mulaw
@@ -608,6 +609,8 @@ class _MediaLeg:
 
     async def send_control(self, message: Mute | Dtmf | Ping | Hangup | UpdateToken) -> bool:
         """Send a control message on the leg; False if it is not open."""
+        if isinstance(message, Hangup):
+            self.hangups.add(message.id)
         ws = self._ws
         if ws is None:
             return False
@@ -767,6 +770,8 @@ class _MediaLeg:
                 elif isinstance(message, CallMessage):
                     self._call._emit("message_received", message.content, message.content_type)
                 elif isinstance(message, Error):
+                    if message.reply_to is not None and message.reply_to in self.hangups:
+                        continue  # the call was already over when our hangup arrived
                     self._call._emit_error(OperatorError(message.code, message.message))
         except websockets.ConnectionClosed:
             return
