@@ -6,6 +6,7 @@ Build it with :func:`create_app`, which tests use to inject a config, an Operato
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ssl
 from collections import deque
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from textual.app import App, SystemCommand
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from softphone.engine import (
@@ -104,7 +106,8 @@ class PhoneApp(App[None]):
         levels = self.operator.audio.levels()
         if levels != self._levels and self.main.is_mounted:
             self._levels = levels
-            self.main.query_one(AudioPanel).show_levels(levels)
+            with contextlib.suppress(NoMatches):  # the screen is being taken down
+                self.main.query_one(AudioPanel).show_levels(levels)
 
     def _tick(self) -> None:
         if self.main.is_mounted:
@@ -133,7 +136,8 @@ class PhoneApp(App[None]):
 
     def log_event(self, name: str, text: str, *, error: bool = False) -> None:
         if self.main.is_mounted:
-            self.main.query_one(EventLog).add(self.clock.now(), name, text, error=error)
+            with contextlib.suppress(NoMatches):  # the screen is being taken down
+                self.main.query_one(EventLog).add(self.clock.now(), name, text, error=error)
 
     def watch_call(self, call: Call) -> None:
         self.bridge.watch_call(call)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList
 
@@ -59,19 +60,25 @@ class MainScreen(Screen[None]):
     def refresh_panels(self) -> None:
         """Repaint the panels from the state (lists only when their rows changed, the
         footer only when the context changed: a repaint is cheap, a relayout is not)."""
-        for widget in (StatusBar, DialPad, CallPanel, AudioPanel):
-            self.query_one(widget).refresh()
-        self.query_one(NumbersPanel).update_rows()
-        self.query_one(HistoryPanel).update_rows()
+        try:
+            for widget in (StatusBar, DialPad, CallPanel, AudioPanel):
+                self.query_one(widget).refresh()
+            self.query_one(NumbersPanel).update_rows()
+            self.query_one(HistoryPanel).update_rows()
+        except NoMatches:
+            return  # the screen is being taken down (quitting): an engine event came late
         if self.context != self._bindings_for:
             self._bindings_for = self.context
             self.refresh_bindings()
 
     def tick(self) -> None:
         """Once a second: what shows the time (the token countdown, the call timer)."""
-        self.query_one(StatusBar).refresh()
-        if self.phone.state.call is not None:
-            self.query_one(CallPanel).refresh()
+        try:
+            self.query_one(StatusBar).refresh()
+            if self.phone.state.call is not None:
+                self.query_one(CallPanel).refresh()
+        except NoMatches:
+            return  # the screen is being taken down
 
     # ------------------------------------------------------------------ context
 
