@@ -8,40 +8,19 @@ the app polls the level slot on a timer.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any, Final
 
 from textual.message import Message
 
 from softphone.engine import Call, Operator
+from softphone.engine.call import CallEvent
+from softphone.engine.operator import EventName
 
-OPERATOR_EVENTS: Final = (
-    "presence_state_changed",
-    "availability_changed",
-    "incoming_call",
-    "call_started",
-    "call_ended",
-    "call_reconnecting",
-    "call_reconnected",
-    "devices_changed",
-    "token_will_expire",
-    "error",
-)
-CALL_EVENTS: Final = (
-    "ringing",
-    "accepted",
-    "muted",
-    "warning",
-    "warning_cleared",
-    "reconnecting",
-    "reconnected",
-    "message_received",
-    "message_sent",
-    "cancelled",
-    "rejected",
-    "sample",
-    "disconnected",
-)
+OPERATOR_EVENTS: Final = typing.get_args(EventName)
+"""Every operator event of the SDK."""
+CALL_EVENTS: Final = tuple(e for e in typing.get_args(CallEvent) if e not in ("volume", "error"))
 """Every call event but ``volume`` (levels are polled) and ``error`` (the operator's
 ``error`` event carries call errors too)."""
 
