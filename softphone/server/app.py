@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
@@ -651,18 +651,7 @@ class CoreServer:
             raise ProtocolError(ErrorCode.CALL_NOT_FOUND, "no such call")
         return json_response(
             api.CallRecord(
-                call_sid=row.call_sid,
-                account_id=row.account_id,
-                direction=row.direction,
-                from_=row.from_number,
-                to=row.to_number,
-                status=row.status,
-                end_reason=row.end_reason,
-                end_message=row.end_message,
-                operator_ref=row.operator_ref,
-                created_at=row.created_at,
-                answered_at=row.answered_at,
-                ended_at=row.ended_at,
+                **_row_fields(row),
                 params=row.params,
                 dtmf=self.store.dtmf(row.call_sid),
                 feedback=[
@@ -1003,21 +992,26 @@ def _query_bool(value: str, name: str) -> bool:
     raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be true or false")
 
 
+def _row_fields(row: CallRow) -> dict[str, Any]:
+    """The fields a call record and a call summary share."""
+    return {
+        "call_sid": row.call_sid,
+        "account_id": row.account_id,
+        "direction": row.direction,
+        "from_": row.from_number,
+        "to": row.to_number,
+        "status": row.status,
+        "end_reason": row.end_reason,
+        "end_message": row.end_message,
+        "operator_ref": row.operator_ref,
+        "created_at": row.created_at,
+        "answered_at": row.answered_at,
+        "ended_at": row.ended_at,
+    }
+
+
 def _summary(row: CallRow) -> api.CallSummary:
-    return api.CallSummary(
-        call_sid=row.call_sid,
-        account_id=row.account_id,
-        direction=row.direction,
-        from_=row.from_number,
-        to=row.to_number,
-        status=row.status,
-        end_reason=row.end_reason,
-        end_message=row.end_message,
-        operator_ref=row.operator_ref,
-        created_at=row.created_at,
-        answered_at=row.answered_at,
-        ended_at=row.ended_at,
-    )
+    return api.CallSummary(**_row_fields(row))
 
 
 def _close_reason(code: int | None) -> str:
