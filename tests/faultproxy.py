@@ -78,6 +78,11 @@ class FaultProxy:
             link.silent = True
             link.upstream.transport.abort()
 
+    @property
+    def stalled(self) -> bool:
+        """Whether a stall is holding some connection's bytes now."""
+        return any(not link.resume.is_set() for link in self._links)
+
     def stall(self, seconds: float) -> None:
         for link in self._links:
             link.resume.clear()

@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from softphone import CallState, Operator, PresenceState
 from softphone.protocol import encode_audio_frame
 
-from .conftest import EventLog
+from .conftest import EventLog, wait_until
 
 SID = "CA" + "5" * 32
 
@@ -229,9 +229,7 @@ async def test_media_leg_survives_garbage_frames(hostile: HostileCore) -> None:
     try:
         call = await operator.dial("+15550100")
         assert await call.wait_started(5)
-        async with asyncio.timeout(10):
-            while call.stats.frames_received < 150:  # noqa: ASYNC110 (a counter, no event)
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: call.stats.frames_received >= 150, timeout=10)
         assert call.state == CallState.ACTIVE
         assert call.stats.frames_malformed >= 70
         await call.hangup()
