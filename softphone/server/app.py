@@ -54,6 +54,7 @@ from softphone.protocol import http as api
 from softphone.server.auth import ApiKeyVerifier, Claims, TokenAuthority, bearer, utc_iso
 from softphone.server.callers import DEFAULT_MEAN_INTERVAL, CallerGenerator
 from softphone.server.core import CallStatus, Core, CoreCall, MediaLeg, OperatorSession
+from softphone.server.inline_ws import InlineWebSocketResponse, set_inline_handler
 from softphone.server.limits import (
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_RATE,
@@ -80,6 +81,9 @@ SANDBOX_NUMBERS: Final = (
 HELLO_TIMEOUT: Final = 10.0
 MAX_FRAME_BYTES: Final = 64 * 1024
 MAX_CONSECUTIVE_ERRORS: Final = 20
+AUDIO_SEND_BUFFER: Final = 64 * 1024
+"""Bytes that may wait in a media leg's transport (past the kernel's full socket buffer)
+before further audio frames to it are dropped rather than queued."""
 
 
 @dataclass
@@ -134,13 +138,21 @@ def load_or_create_admin_key(path: Path) -> str:
 class WsPeer:
     """An aiohttp WebSocket as a :class:`~softphone.server.core.Peer`."""
 
-    def __init__(self, ws: web.WebSocketResponse, channel: Channel) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        channel: Channel,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
         self.channel = channel
+        self.transport = transport
         self.last_rx = time.monotonic()
         self.heartbeat_interval = 25.0
         self.expires_at = 0
         self.claims: Claims | None = None
+        self.invalid_in_a_row = 0  # consecutive invalid messages (reset by a valid one)
+        self.audio_dropped = 0  # audio frames not sent: send buffer over the limit
 
     @property
     def closed(self) -> bool:
@@ -152,11 +164,24 @@ class WsPeer:
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             raise ConnectionError(str(exc)) from exc
 
-    async def send_bytes(self, data: bytes) -> None:
-        try:
-            await self.ws.send_bytes(data)
-        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
-            raise ConnectionError(str(exc)) from exc
+    def send_audio(self, frame: bytes) -> bool:
+        """Write one audio frame as a binary WebSocket message, now, without waiting.
+
+        Real-time audio is not worth queueing: once the kernel's socket buffer is full and
+        more than ``AUDIO_SEND_BUFFER`` bytes wait in the transport (a peer that stopped
+        reading for seconds), the frame is dropped and counted instead. aiohttp's own
+        writer writes each message with one ``transport.write`` as well, so messages never
+        interleave."""
+        transport = self.transport
+        if transport is None or self.ws.closed or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > AUDIO_SEND_BUFFER:
+            self.audio_dropped += 1
+            return False
+        size = len(frame)  # an audio frame is far below 64 KiB: 7- or 16-bit length
+        header = bytes((0x82, size)) if size < 126 else b"\x82\x7e" + size.to_bytes(2, "big")
+        transport.write(header + frame)
+        return True
 
     async def close(self, code: CloseCode, reason: str) -> None:
         await self.ws.close(code=int(code), message=reason.encode()[:120])
@@ -742,11 +767,12 @@ class CoreServer:
     ) -> tuple[WsPeer, Hello | None]:
         """Upgrade, then wait for a valid ``hello``; on failure send an error, close, and
         return no hello (the handler then returns the closed WebSocket response)."""
-        ws = web.WebSocketResponse(
+        ws = InlineWebSocketResponse(
             max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False
         )
         await ws.prepare(request)
-        peer = WsPeer(ws, channel)
+        transport = request.transport
+        peer = WsPeer(ws, channel, transport if isinstance(transport, asyncio.Transport) else None)
         peer.claims = claims
         peer.expires_at = claims.expires_at
         try:
@@ -888,27 +914,31 @@ class CoreServer:
                 leg.codec.value,
                 extra={"event": "media_open", "codec": leg.codec.value, **fields},
             )
+            set_inline_handler(peer.ws, self._inline_audio(peer, leg))
             await self._read_loop(peer, Channel.MEDIA, lambda m: self._on_media(leg, peer, m), leg)
         except ProtocolError as exc:
             await peer.fail(exc.code, exc.message, CloseCode.PROTOCOL_ERROR)
         except ConnectionError:
             pass
         finally:
+            set_inline_handler(peer.ws, None)
             self._peers.discard(peer)
             if leg is not None:
                 await self.core.detach_media(leg)
                 reason = _close_reason(peer.ws.close_code)
                 log.info(
-                    "media leg closed: call %s (%s), %d frames in, %d out",
+                    "media leg closed: call %s (%s), %d frames in, %d out, %d dropped",
                     sid,
                     reason,
                     leg.frames_in,
                     leg.frames_out,
+                    peer.audio_dropped,
                     extra={
                         "event": "media_closed",
                         "reason": reason,
                         "frames_in": leg.frames_in,
                         "frames_out": leg.frames_out,
+                        "frames_dropped": peer.audio_dropped,
                         **fields,
                     },
                 )
@@ -938,6 +968,23 @@ class CoreServer:
                 ErrorCode.UNEXPECTED_MESSAGE, f"{type(message).__name__} is not valid here"
             )
 
+    def _inline_audio(self, peer: WsPeer, leg: MediaLeg) -> Callable[[bytes], bool]:
+        """The relay's hot path (50 frames a second per leg), run as each binary message is
+        parsed: a valid audio frame goes straight to the call; anything else is left to
+        :meth:`_read_loop`, which reports it."""
+        media_audio, monotonic = self.core.media_audio, time.monotonic
+
+        def on_binary(data: bytes) -> bool:
+            payload = audio_payload(data)
+            if payload is None:
+                return False
+            peer.last_rx = monotonic()
+            peer.invalid_in_a_row = 0
+            media_audio(leg, payload)
+            return True
+
+        return on_binary
+
     async def _read_loop(
         self,
         peer: WsPeer,
@@ -945,40 +992,32 @@ class CoreServer:
         on_message: Callable[[Message], Awaitable[None]],
         leg: MediaLeg | None = None,
     ) -> None:
-        errors = 0
-        binary, monotonic, media_audio = (
-            aiohttp.WSMsgType.BINARY,
-            time.monotonic,
-            self.core.media_audio,
-        )
+        """Every message :meth:`_inline_audio` did not take (all of them where aiohttp
+        offers no inline hook), in order."""
+        binary, text = aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT
         async for raw in peer.ws:
-            peer.last_rx = monotonic()
-            if leg is not None and raw.type is binary:
-                # The hot path (50 frames a second per leg): a valid frame goes straight on.
-                payload = audio_payload(raw.data)
-                if payload is not None:
-                    errors = 0
-                    await media_audio(leg, payload)
-                    continue
+            peer.last_rx = time.monotonic()
             try:
-                if raw.type == aiohttp.WSMsgType.TEXT:
+                if raw.type == text:
                     await on_message(decode_message(raw.data, channel=channel, sender="client"))
-                elif raw.type == aiohttp.WSMsgType.BINARY:
+                elif raw.type == binary:
                     if leg is None:
                         raise ProtocolError(
                             ErrorCode.UNEXPECTED_MESSAGE,
                             "binary frames are only valid on media legs",
                         )
-                    frame = decode_audio_frame(raw.data)
-                    await self.core.media_audio(leg, frame.payload)
+                    payload = audio_payload(raw.data)  # the fast path for a valid frame
+                    if payload is None:
+                        payload = decode_audio_frame(raw.data).payload  # raises the reason
+                    self.core.media_audio(leg, payload)
                 else:
                     break
-                errors = 0
+                peer.invalid_in_a_row = 0
             except ProtocolError as exc:
-                errors += 1
-                reply = request_id_of(raw.data) if raw.type == aiohttp.WSMsgType.TEXT else None
+                peer.invalid_in_a_row += 1
+                reply = request_id_of(raw.data) if raw.type == text else None
                 await peer.send(Error(code=exc.code.value, message=exc.message, reply_to=reply))
-                if errors >= MAX_CONSECUTIVE_ERRORS:
+                if peer.invalid_in_a_row >= MAX_CONSECUTIVE_ERRORS:
                     await peer.close(CloseCode.PROTOCOL_ERROR, "too many invalid messages")
                     break
 

@@ -74,7 +74,9 @@ class Peer(Protocol):
 
     async def send(self, message: Message) -> None: ...
 
-    async def send_bytes(self, data: bytes) -> None: ...
+    def send_audio(self, frame: bytes) -> bool:
+        """Send one audio frame now, without waiting (False: dropped, see WsPeer)."""
+        ...
 
     async def close(self, code: CloseCode, reason: str) -> None: ...
 
@@ -597,11 +599,13 @@ class Core:
                 call, "reconnect", self.timings.media_reconnect_window, self._media_lost, call
             )
 
-    async def media_audio(self, leg: MediaLeg, payload: bytes) -> None:
+    def media_audio(self, leg: MediaLeg, payload: bytes) -> None:
+        """One audio frame from the operator, passed to the far end at once (synchronous:
+        called for every frame as it is parsed, see :mod:`softphone.server.inline_ws`)."""
         call = leg.call
         leg.frames_in += 1
         if call.status == CallStatus.IN_PROGRESS and call.far_end is not None:
-            await call.far_end.on_audio(payload)
+            call.far_end.on_audio(payload)
 
     async def media_dtmf(self, leg: MediaLeg, digits: str) -> None:
         call = leg.call
@@ -610,26 +614,27 @@ class Core:
         if call.status == CallStatus.IN_PROGRESS and call.far_end is not None:
             await call.far_end.on_dtmf(digits)
 
-    async def _send_pcm(self, call: CoreCall, samples: Samples) -> None:
+    def _send_pcm(self, call: CoreCall, samples: Samples) -> None:
         """Send simulated audio to the operator, encoded with the media leg's codec."""
         leg = call.media
         if leg is None or leg.peer.closed:
             return
         encode = encode_alaw if leg.codec == Codec.PCMA else encode_mulaw
-        await self._send_audio(call, encode(samples).tobytes())
+        self._send_audio(call, encode(samples).tobytes())
 
-    async def _send_audio(self, call: CoreCall, payload: bytes) -> None:
+    def _send_audio(self, call: CoreCall, payload: bytes) -> None:
         leg = call.media
         if leg is None or leg.peer.closed:
             return
         frame = encode_audio_frame(
             call.out_sequence, call.out_timestamp, payload, marker=leg.frames_out == 0
         )
+        # The sequence advances for a dropped frame too: the operator's jitter buffer
+        # counts it as lost, as after any gap.
         call.out_sequence = (call.out_sequence + 1) & 0xFFFF
         call.out_timestamp = (call.out_timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
-        leg.frames_out += 1
-        with contextlib.suppress(ConnectionError):
-            await leg.peer.send_bytes(frame)
+        if leg.peer.send_audio(frame):
+            leg.frames_out += 1
 
     # ------------------------------------------------------------------ routing and ending
 
@@ -845,7 +850,7 @@ class _Control(CallControl):
     async def send_pcm(self, samples: Samples) -> None:
         call = self._call
         if call.status == CallStatus.RINGING and call.early_media:
-            await self._core._send_pcm(call, samples)
+            self._core._send_pcm(call, samples)
 
     async def answer(self, far_end: FarEnd) -> None:
         await self._core._answered(self._call, far_end)
@@ -859,13 +864,13 @@ class _Link:
         self._core = core
         self._call = call
 
-    async def send_audio(self, payload: bytes) -> None:
+    def send_audio(self, payload: bytes) -> None:
         if self._call.status == CallStatus.IN_PROGRESS:
-            await self._core._send_audio(self._call, payload)
+            self._core._send_audio(self._call, payload)
 
     async def send_pcm(self, samples: Samples) -> None:
         if self._call.status == CallStatus.IN_PROGRESS:
-            await self._core._send_pcm(self._call, samples)
+            self._core._send_pcm(self._call, samples)
 
     async def hangup(self) -> None:
         if self._call.status != CallStatus.COMPLETED:

@@ -58,8 +58,9 @@ END_KEY: Final = "#"
 class FarEndLink(Protocol):
     """What a far end may do to its call (only while the call is in progress)."""
 
-    async def send_audio(self, payload: bytes) -> None:
-        """Send 20 ms of G.711 audio (160 bytes, the media leg's codec) to the operator."""
+    def send_audio(self, payload: bytes) -> None:
+        """Send 20 ms of G.711 audio (160 bytes, the media leg's codec) to the operator,
+        now (a frame the operator's link cannot take is dropped, never queued)."""
 
     async def send_pcm(self, samples: Samples) -> None:
         """Send 20 ms of audio (160 ``int16`` samples), encoded with the media leg's codec."""
@@ -98,8 +99,12 @@ class FarEnd(ABC):
         """The call is answered and ``link`` attached: start talking (optional hook)."""
 
     @abstractmethod
-    async def on_audio(self, payload: bytes) -> None:
-        """20 ms of audio from the operator (silence while muted)."""
+    def on_audio(self, payload: bytes) -> None:
+        """20 ms of audio from the operator (silence while muted), as it arrives.
+
+        Synchronous and on the relay's hot path (50 calls a second per call, inside the
+        socket's receive callback): do not block; start a task with ``link.spawn`` for
+        anything slow."""
 
     async def on_dtmf(self, digits: str) -> None:  # noqa: B027 (optional hook)
         """DTMF digits from the operator."""
@@ -117,8 +122,8 @@ class EchoFarEnd(FarEnd):
     reports the DTMF digits it hears as ``call_message`` ``application/dtmf``, and sends
     every message it receives straight back."""
 
-    async def on_audio(self, payload: bytes) -> None:
-        await self.link.send_audio(payload)
+    def on_audio(self, payload: bytes) -> None:
+        self.link.send_audio(payload)
 
     async def on_dtmf(self, digits: str) -> None:
         await self.link.send_message(digits, DTMF_CONTENT_TYPE)
@@ -149,7 +154,7 @@ class IvrFarEnd(FarEnd):
         out.play(self._voices.ivr_menu)
         self.link.spawn(self._serve(out))
 
-    async def on_audio(self, payload: bytes) -> None:
+    def on_audio(self, payload: bytes) -> None:
         """The IVR listens for keys only: the operator's voice is not used."""
 
     async def on_dtmf(self, digits: str) -> None:
@@ -194,7 +199,7 @@ class SpeechFarEnd(FarEnd):
         self.link.spawn(out.run())
         self.link.spawn(self._talk(out))
 
-    async def on_audio(self, payload: bytes) -> None:
+    def on_audio(self, payload: bytes) -> None:
         """A recording does not listen: the operator's audio is not used."""
 
     async def _talk(self, out: Playout) -> None:
