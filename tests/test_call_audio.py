@@ -138,3 +138,17 @@ def test_codec_choice_of_the_core() -> None:
     assert choose_codec(["opus", "PCMU"]) == "PCMU"  # unknown names are skipped
     assert choose_codec(["opus"]) == "PCMU"  # every v1 peer speaks PCMU
     assert choose_codec([]) == "PCMU"
+
+
+def test_the_sender_wakes_once_per_captured_frame_just_after_it_is_due() -> None:
+    from softphone.engine.call import _MediaLeg
+
+    wake = _MediaLeg._next_wake
+    # No capture timing yet: poll every 10 ms.
+    assert wake(100.0, 0.0) == 100.010
+    # A frame arrived 5 ms ago: the next one is due 15 ms from now; wake 2 ms after that.
+    assert abs(wake(100.0, 99.995) - 100.017) < 1e-9
+    # The next frame is late (due 5 ms ago): look again in 2 ms...
+    assert abs(wake(100.0, 99.975) - 100.002) < 1e-9
+    # ...and after more than 10 ms of lateness, fall back to polling every 10 ms.
+    assert wake(100.0, 99.969) == 100.010

@@ -22,6 +22,7 @@ reader may see a value one update old).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -49,10 +50,13 @@ class FrameQueue:
         self.pushed = 0
         self.popped = 0
         self.dropped = 0
+        self.last_push_at = 0.0  # time.monotonic() of the latest push (0: none yet)
 
     def push(self, frame: Frame) -> None:
         """Append ``frame``; if the queue is full, drop the oldest frame first. Never blocks."""
+        now = time.monotonic()
         with self._lock:
+            self.last_push_at = now
             if len(self._frames) >= self.capacity:
                 self._frames.popleft()
                 self.dropped += 1
