@@ -123,6 +123,10 @@ class AudioDevice(abc.ABC):
     oldest are dropped if the engine does not keep up). ``playback``: the engine pushes
     frames to play, the device thread pops one per tick (silence when empty; see
     :class:`~softphone.media.jitter.JitterBuffer`).
+
+    The jitter buffer starts at ``prefill_frames`` of delay and adapts between
+    ``min_delay_frames`` (or ``prefill_frames`` with ``fixed_delay``) and
+    ``playback_capacity_frames`` (at most 200 ms).
     """
 
     def __init__(
@@ -131,14 +135,16 @@ class AudioDevice(abc.ABC):
         prefill_frames: int = 2,
         playback_capacity_frames: int = 25,
         fixed_delay: bool = False,
+        min_delay_frames: int = 1,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.capture = FrameQueue(CAPTURE_CAPACITY_FRAMES)
+        floor = max(prefill_frames, 1) if fixed_delay else max(min_delay_frames, 1)
         self.playback = JitterBuffer(
             frame_samples=FRAME_SAMPLES,
             frame_ms=FRAME_MS,
             start_delay_ms=max(prefill_frames, 1) * FRAME_MS,
-            min_delay_ms=max(prefill_frames, 1) * FRAME_MS if fixed_delay else FRAME_MS,
+            min_delay_ms=floor * FRAME_MS,
             max_delay_ms=min(max(playback_capacity_frames, 2) * FRAME_MS, 200),
             clock=clock or time.monotonic,
         )

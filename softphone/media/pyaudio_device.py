@@ -67,6 +67,8 @@ from softphone.media.tones import SoundMixer
 
 __all__ = ["PyAudioDevice", "RealtimeStats"]
 
+SOUND_CARD_MIN_DELAY_FRAMES: Final = 2
+"""Floor of the playout delay on a sound card (40 ms; see PyAudioDevice(min_delay_frames))."""
 GIL_SWITCH_INTERVAL: Final = 0.001  # seconds; see PyAudioDevice(switch_interval=...)
 SWITCH_START_TIMEOUT: Final = 2.0  # seconds a new stream may take to deliver its first callback
 TIMING_WINDOW: Final = 4096  # callback durations kept per direction for the percentiles
@@ -333,6 +335,7 @@ class PyAudioDevice(AudioDevice):
         prefill_frames: int = 2,
         playback_capacity_frames: int = 25,
         fixed_delay: bool = False,
+        min_delay_frames: int = SOUND_CARD_MIN_DELAY_FRAMES,
         switch_interval: float | None = GIL_SWITCH_INTERVAL,
     ) -> None:
         if not 5 <= frame_ms <= 200:
@@ -343,6 +346,7 @@ class PyAudioDevice(AudioDevice):
             prefill_frames=prefill_frames,
             playback_capacity_frames=playback_capacity_frames,
             fixed_delay=fixed_delay,
+            min_delay_frames=min_delay_frames,
         )
         module = load_pyaudio()
         self.system = system
