@@ -471,7 +471,7 @@ async def test_switching_microphone(core: CoreServer, tmp_path: Path) -> None:
             await pilot.press("down", "enter")
             await until(pilot, lambda: audio.settings.input == "USB Headset")
             assert app.phone.state.input_device == "USB Headset"
-            assert "USB Headset" in str(app.main.query_one("#audio").render())
+            assert "mic USB Headset" in app.main.query_one("#audio", AudioPanel).lines()
             await pilot.press("s")
             await until(pilot, lambda: isinstance(app.screen, DevicePicker))
             await pilot.press("escape")  # cancel: nothing changes
@@ -563,11 +563,13 @@ async def test_switching_the_microphone_during_a_call_on_the_sound_card(
             assert audio.active_device is device  # switched in place: the call went on
             assert app.phone.state.call is view
             assert call.state == CallState.ACTIVE
-            assert MIC2 in str(panel.render())
+            assert f"mic {MIC2}" in panel.lines()
             assert any(t.endswith(f"microphone: {MIC2}") for t in log_texts(app))
             switched_at = call.stats.frames_received
             await until(pilot, lambda: call.stats.frames_received >= switched_at + 50)
             await until(pilot, lambda: panel.levels[0] > 0.4)  # the new microphone's noise
+            # ...drawn on the microphone's meter line (a meter fills with ▮, · is empty)
+            await until(pilot, lambda: panel.lines()[1].count("▮") >= 0.3 * panel.meter_width())
             assert call.state == CallState.ACTIVE
             assert device.realtime_stats().callback_errors == 0
             await pilot.press("h")
@@ -596,7 +598,7 @@ async def test_speaker_and_microphone_tests_on_the_sound_card(
             await started(pilot, app)
             panel = app.main.query_one("#audio", AudioPanel)
             await pilot.press("t")
-            await until(pilot, lambda: "speaker test running" in str(panel.render()))
+            await until(pilot, lambda: "speaker test running" in " ".join(panel.lines()))
             await until(pilot, lambda: app.phone.state.audio_test is None)
             assert app.phone.state.last_error is None
             tone = virtual_audio.read_output(SPEAKER)

@@ -20,6 +20,7 @@ from softphone.tui.widgets.dialpad import DialPad
 from softphone.tui.widgets.event_log import EventLog
 from softphone.tui.widgets.history import HistoryPanel
 from softphone.tui.widgets.numbers import NumbersPanel
+from softphone.tui.widgets.panel import TextPanel
 from softphone.tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
@@ -58,11 +59,18 @@ class MainScreen(Screen[None]):
         self.refresh_panels()
 
     def refresh_panels(self) -> None:
-        """Repaint the panels from the state (lists only when their rows changed, the
-        footer only when the context changed: a repaint is cheap, a relayout is not)."""
+        """Repaint the panels from the state: each only if what it shows changed (lists
+        when their rows changed, the footer when the context changed): every repaint is a
+        compositor pass on the loop the engine's audio shares."""
         try:
-            for widget in (StatusBar, DialPad, CallPanel, AudioPanel):
-                self.query_one(widget).refresh()
+            panels: tuple[TextPanel | AudioPanel, ...] = (
+                self.query_one(StatusBar),
+                self.query_one(DialPad),
+                self.query_one(CallPanel),
+                self.query_one(AudioPanel),
+            )
+            for panel in panels:
+                panel.refresh_if_changed()
             self.query_one(NumbersPanel).update_rows()
             self.query_one(HistoryPanel).update_rows()
         except NoMatches:
@@ -74,9 +82,9 @@ class MainScreen(Screen[None]):
     def tick(self) -> None:
         """Once a second: what shows the time (the token countdown, the call timer)."""
         try:
-            self.query_one(StatusBar).refresh()
+            self.query_one(StatusBar).refresh_if_changed()
             if self.phone.state.call is not None:
-                self.query_one(CallPanel).refresh()
+                self.query_one(CallPanel).refresh_if_changed()
         except NoMatches:
             return  # the screen is being taken down
 

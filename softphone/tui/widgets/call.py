@@ -4,9 +4,9 @@ quality and warnings."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from softphone.tui.phone import Phone
+from softphone.tui.widgets.panel import TextPanel
 
 STATE_STYLES = {
     "active": "bold green",
@@ -24,13 +24,13 @@ def short_type(content_type: str) -> str:
     return name.removeprefix("x-")
 
 
-class CallPanel(Static):
+class CallPanel(TextPanel):
     def __init__(self, phone: Phone, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.phone = phone
         self.border_title = "Call"
 
-    def render(self) -> Text:
+    def build(self) -> Text:
         view = self.phone.state.call
         text = Text(no_wrap=True, overflow="ellipsis")
         if view is None:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from softphone.tui.phone import Phone, is_e164
+from softphone.tui.widgets.panel import TextPanel
 
 
-class DialPad(Static):
+class DialPad(TextPanel):
     def __init__(self, phone: Phone, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.phone = phone
         self.border_title = "Dial"
 
-    def render(self) -> Text:
+    def build(self) -> Text:
         state = self.phone.state
         text = Text(no_wrap=True, overflow="ellipsis")
         if state.call is not None:

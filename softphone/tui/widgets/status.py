@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from softphone.engine import PresenceState
 from softphone.tui.clock import format_duration
 from softphone.tui.phone import Phone
+from softphone.tui.widgets.panel import TextPanel
 
 PRESENCE_STYLES = {
     PresenceState.ONLINE: "bold green",
@@ -18,14 +18,14 @@ PRESENCE_STYLES = {
 }
 
 
-class StatusBar(Static):
+class StatusBar(TextPanel):
     """Two lines at the top of the screen."""
 
     def __init__(self, phone: Phone, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.phone = phone
 
-    def render(self) -> Text:
+    def build(self) -> Text:
         state = self.phone.state
         text = Text(no_wrap=True, overflow="ellipsis")
         presence = state.presence
