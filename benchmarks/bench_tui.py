@@ -346,6 +346,8 @@ async def long_call(core: Core, env_audio: VirtualAudio, work: Path, seconds: fl
                 20,
             )
             view = app.phone.state.call
+            # The device opens as the call becomes active, in a worker thread.
+            await wait_until(lambda: app.operator.audio.active_device is not None, 10)
             device = app.operator.audio.active_device
             assert isinstance(device, PyAudioDevice), "the call is not on the sound card"
             print(f"(c) a {seconds:g} s echo call through the console ({load()})")
