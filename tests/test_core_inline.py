@@ -24,8 +24,8 @@ from softphone.server.inline_ws import (
     set_inline_handler,
 )
 
-from .conftest import sandbox_token, wait_until
-from .test_security import dial_echo, presence, recv_text_json, send_json, ws_connect
+from .conftest import wait_until
+from .test_security import echo_media_leg, presence, recv_text_json
 
 TIMEOUT = 5.0
 
@@ -38,11 +38,29 @@ def test_the_pinned_aiohttp_offers_the_inline_hook() -> None:
 
 
 @contextlib.asynccontextmanager
+async def serve(route: Any) -> AsyncIterator[str]:
+    """A one-route aiohttp server on loopback; yields the route's URL."""
+    app = web.Application()
+    app.router.add_get("/ws", route)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/ws"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def inline_server(
     handler: Any,
 ) -> AsyncIterator[tuple[str, list[Any], list[InlineWebSocketResponse]]]:
-    """A one-route aiohttp server: binary messages go to ``handler`` inline, whatever is
-    left reaches ``ws.receive()`` and is recorded as (type, data)."""
+    """Binary messages go to ``handler`` inline, whatever is left reaches ``ws.receive()``
+    and is recorded as (type, data)."""
     received: list[Any] = []
     sockets: list[InlineWebSocketResponse] = []
 
@@ -57,19 +75,8 @@ async def inline_server(
                 await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", route)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/ws", received, sockets
-    finally:
-        await runner.cleanup()
+    async with serve(route) as url:
+        yield url, received, sockets
 
 
 async def test_binary_messages_reach_the_handler_inline_and_the_rest_the_queue() -> None:
@@ -138,23 +145,12 @@ async def test_a_plain_websocket_response_has_no_inline_hook() -> None:
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", route)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
-        ):
-            await asyncio.wait_for(ws.receive(), TIMEOUT)
-    finally:
-        await runner.cleanup()
+    async with (
+        serve(route) as url,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url) as ws,
+    ):
+        await asyncio.wait_for(ws.receive(), TIMEOUT)
     assert refused == [False]
 
 
@@ -210,40 +206,35 @@ async def drain(ws: Any) -> None:
 async def test_the_core_relays_on_the_fast_path_and_keeps_the_error_rules(
     core: CoreServer,
 ) -> None:
-    async with presence(core, "op-1") as one:
-        sid = await dial_echo(one)
-        token = await sandbox_token(core.url, "op-1")
-        async with ws_connect(core, token, f"/v1/calls/{sid}/media") as media:
-            await send_json(media, {"type": "hello", "protocol": 1})
-            assert (await recv_text_json(media))["type"] == "media_ready"
-            await wait_until(lambda: core.core.calls[sid].status == "in_progress", 3)
-            # Valid frames come straight back from the echo line.
-            for seq in range(5):
-                await media.send(encode_audio_frame(seq, seq * 160, bytes([seq]) * 160))
-            echoed = [await asyncio.wait_for(media.recv(), TIMEOUT) for _ in range(5)]
-            assert [bytes(e)[8:] for e in echoed] == [bytes([s]) * 160 for s in range(5)]
-            # An invalid frame is still reported, from the queue's side.
+    async with presence(core, "op-1") as one, echo_media_leg(core, one) as (sid, media):
+        await wait_until(lambda: core.core.calls[sid].status == "in_progress", 3)
+        # Valid frames come straight back from the echo line.
+        for seq in range(5):
+            await media.send(encode_audio_frame(seq, seq * 160, bytes([seq]) * 160))
+        echoed = [await asyncio.wait_for(media.recv(), TIMEOUT) for _ in range(5)]
+        assert [bytes(e)[8:] for e in echoed] == [bytes([s]) * 160 for s in range(5)]
+        # An invalid frame is still reported, from the queue's side.
+        await media.send(b"\x01" * 10)
+        error = await recv_text_json(media)
+        assert (error["type"], error["code"]) == ("error", "MALFORMED_FRAME")
+        # Invalid messages in a row are counted across the fast path: a valid frame
+        # between them starts the count again...
+        for _ in range(MAX_CONSECUTIVE_ERRORS - 2):
             await media.send(b"\x01" * 10)
-            error = await recv_text_json(media)
-            assert (error["type"], error["code"]) == ("error", "MALFORMED_FRAME")
-            # Invalid messages in a row are counted across the fast path: a valid frame
-            # between them starts the count again...
-            for _ in range(MAX_CONSECUTIVE_ERRORS - 2):
-                await media.send(b"\x01" * 10)
-            await media.send(encode_audio_frame(9, 9 * 160, b"\x09" * 160))
-            for _ in range(MAX_CONSECUTIVE_ERRORS - 1):
-                await media.send(b"\x01" * 10)
-            await media.send(encode_audio_frame(10, 10 * 160, b"\x0a" * 160))
-            frames: list[bytes] = []
-            while len(frames) < 2:  # both valid frames come back: the leg stays open
-                message = await asyncio.wait_for(media.recv(), TIMEOUT)
-                if isinstance(message, bytes):
-                    frames.append(message[8:])
-            assert frames == [b"\x09" * 160, b"\x0a" * 160]
-            # ...and MAX_CONSECUTIVE_ERRORS invalid ones in a row close the leg.
-            for _ in range(MAX_CONSECUTIVE_ERRORS):
-                await media.send(b"\x01" * 10)
-            with pytest.raises(ConnectionClosed) as closed:
-                await drain(media)
-            assert closed.value.rcvd is not None
-            assert closed.value.rcvd.code == CloseCode.PROTOCOL_ERROR
+        await media.send(encode_audio_frame(9, 9 * 160, b"\x09" * 160))
+        for _ in range(MAX_CONSECUTIVE_ERRORS - 1):
+            await media.send(b"\x01" * 10)
+        await media.send(encode_audio_frame(10, 10 * 160, b"\x0a" * 160))
+        frames: list[bytes] = []
+        while len(frames) < 2:  # both valid frames come back: the leg stays open
+            message = await asyncio.wait_for(media.recv(), TIMEOUT)
+            if isinstance(message, bytes):
+                frames.append(message[8:])
+        assert frames == [b"\x09" * 160, b"\x0a" * 160]
+        # ...and MAX_CONSECUTIVE_ERRORS invalid ones in a row close the leg.
+        for _ in range(MAX_CONSECUTIVE_ERRORS):
+            await media.send(b"\x01" * 10)
+        with pytest.raises(ConnectionClosed) as closed:
+            await drain(media)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.PROTOCOL_ERROR

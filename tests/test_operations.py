@@ -27,17 +27,14 @@ from .conftest import (
     CoreProcess,
     EventLog,
     sandbox_operator,
-    sandbox_token,
     start_core_process,
     wait_until,
 )
 from .test_security import (
-    dial_echo,
+    echo_media_leg,
     presence,
     recv_json,
-    recv_text_json,
     send_json,
-    ws_connect,
 )
 
 ECHO = "+15550100"
@@ -80,11 +77,7 @@ async def test_health_reports_live_counts(core: CoreServer) -> None:
             )
             assert (await recv_json(one))["type"] == "availability"
             await core.core.place_inbound("+15559990000", "+15550151", {})
-            sid = await dial_echo(one)
-            token = await sandbox_token(core.url, "op-1")
-            async with ws_connect(core, token, f"/v1/calls/{sid}/media") as media:
-                await send_json(media, {"type": "hello", "protocol": 1})
-                assert (await recv_text_json(media))["type"] == "media_ready"
+            async with echo_media_leg(core, one) as (sid, _):
                 await wait_until(lambda: core.core.calls[sid].status == "in_progress", 3)
                 busy = await health()
         assert (busy["sessions"], busy["operatorsOnline"]) == (3, 2)

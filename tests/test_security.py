@@ -1034,6 +1034,20 @@ async def dial_echo(ws: ClientConnection) -> str:
     return sid
 
 
+@contextlib.asynccontextmanager
+async def echo_media_leg(
+    core: CoreServer, presence_ws: ClientConnection, operator: str = "op-1"
+) -> AsyncIterator[tuple[str, ClientConnection]]:
+    """Dial the echo line on ``presence_ws`` and open the call's media leg (``hello`` ->
+    ``media_ready``): yields the call sid and the media WebSocket."""
+    sid = await dial_echo(presence_ws)
+    token = await sandbox_token(core.url, operator)
+    async with ws_connect(core, token, f"/v1/calls/{sid}/media") as media:
+        await send_json(media, {"type": "hello", "protocol": 1})
+        assert (await recv_text_json(media))["type"] == "media_ready"
+        yield sid, media
+
+
 async def test_media_leg_access_control(core: CoreServer, account: Account) -> None:
     async with presence(core, "op-1") as ws:
         sid = await dial_echo(ws)
@@ -1094,26 +1108,21 @@ MALFORMED_ON_MEDIA: list[tuple[str, str | bytes, str, str | None]] = [
 async def test_malformed_input_on_media_is_answered_and_leg_stays_usable(
     core: CoreServer, payload: str | bytes, code: str, reply_to: str | None
 ) -> None:
-    async with presence(core, "op-1") as ws:
-        sid = await dial_echo(ws)
-        token = await sandbox_token(core.url, "op-1")
-        async with ws_connect(core, token, f"/v1/calls/{sid}/media") as media:
-            await send_json(media, {"type": "hello", "protocol": 1})
-            assert (await recv_text_json(media))["type"] == "media_ready"
-            await media.send(payload)
-            error = await recv_text_json(media)
-            assert error["type"] == "error", error
-            assert error["code"] == code
-            assert error.get("replyTo") == reply_to
-            await send_json(media, {"type": "ping", "ts": 7.0})
-            pong = await recv_text_json(media)
-            assert (pong["type"], pong["ts"]) == ("pong", 7.0)
-            # Audio still flows: the echo line sends our frame straight back.
-            payload_in = bytes(range(160))
-            await media.send(b"\x01\x01\x00\x00\x00\x00\x00\x00" + payload_in)
-            echoed = await recv_audio(media)
-            assert len(echoed) == 168
-            assert echoed[8:] == payload_in
+    async with presence(core, "op-1") as ws, echo_media_leg(core, ws) as (_, media):
+        await media.send(payload)
+        error = await recv_text_json(media)
+        assert error["type"] == "error", error
+        assert error["code"] == code
+        assert error.get("replyTo") == reply_to
+        await send_json(media, {"type": "ping", "ts": 7.0})
+        pong = await recv_text_json(media)
+        assert (pong["type"], pong["ts"]) == ("pong", 7.0)
+        # Audio still flows: the echo line sends our frame straight back.
+        payload_in = bytes(range(160))
+        await media.send(b"\x01\x01\x00\x00\x00\x00\x00\x00" + payload_in)
+        echoed = await recv_audio(media)
+        assert len(echoed) == 168
+        assert echoed[8:] == payload_in
 
 
 # --------------------------------------------------------------------------- SDK side
