@@ -36,6 +36,7 @@ __all__ = [
     "INLINE_AVAILABLE",
     "InlineHandler",
     "InlineWebSocketResponse",
+    "inline_handler_failures",
     "set_inline_handler",
 ]
 
