@@ -89,6 +89,7 @@ may be one update old); :meth:`JitterBuffer.stats` takes the lock for a consiste
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -213,7 +214,10 @@ class JitterBuffer:
 
         # Estimator (under _est_lock).
         self._window = max(2, int(window_ms // frame_ms))
-        self._transits = np.zeros(self._window, dtype=np.float64)
+        # The window's relative transits, in arrival order (a ring) and sorted: the
+        # percentile is then a lookup, not a numpy pass per arrival.
+        self._transits = [0.0] * self._window
+        self._sorted: list[float] = []
         self._cover_s = (self.max_delay_ms - frame_ms) / 1000.0 + 1e-6
         self._observed = 0
         self._ref_ts: int | None = None
@@ -262,6 +266,7 @@ class JitterBuffer:
 
     def _reset_estimator(self) -> None:
         self._observed = 0
+        self._sorted.clear()
         self._ref_ts = None
         self._prev_transit_ts = None
         self._target_ms = self.start_delay_ms
@@ -433,21 +438,26 @@ class JitterBuffer:
 
         # Playout target: percentile of the relative transit per sequence slot.
         window = self._window
-        self._transits[self._observed % window] = now - ext * self._frame_s
+        slot = self._observed % window
+        ordered = self._sorted
+        if self._observed >= window:  # the window is full: the oldest arrival leaves
+            del ordered[bisect.bisect_left(ordered, self._transits[slot])]
+        transit = now - ext * self._frame_s
+        self._transits[slot] = transit
+        bisect.insort(ordered, transit)
         self._observed += 1
-        n = min(self._observed, window)
-        values = self._transits[:n]
-        relative = values - values.min()
+        n = len(ordered)
+        low = ordered[0]
         # Arrivals later than any allowed delay could absorb (a long stall) say nothing about
         # the delay to aim for: leave them out. Slots of a window not full yet count as
         # on-time arrivals. So neither one stall nor a burst at the start of the stream
         # (fewer than 5 % of the window's frames) raises the target.
-        coverable = relative[relative <= self._cover_s]
+        coverable = bisect.bisect_right(ordered, self._cover_s, key=lambda v: v - low)
         unseen = window - n
-        k = math.ceil(PERCENTILE * (coverable.size + unseen)) - 1 - unseen
+        k = math.ceil(PERCENTILE * (coverable + unseen)) - 1 - unseen
         spread = 0.0
         if k >= 0:
-            spread = round(float(np.partition(coverable, k)[k]) * 1000.0, 3)
+            spread = round((ordered[k] - low) * 1000.0, 3)
         target = spread + self.frame_ms
         if self._observed < WARMUP_FRAMES:
             target = max(target, self.start_delay_ms)
