@@ -75,13 +75,13 @@ counter updates; concealment and crossfades are numpy operations on preallocated
 160-sample buffers, about a microsecond each; O(depth) when playout starts); ``push``
 holds it for O(depth) work at most (depth <= ``max_delay_ms / frame_ms`` + 1, i.e. 11
 frames): no I/O, no logging, no waiting, no large allocation (a sequence restart or
-``reset`` allocates two 1024-entry lists). The jitter estimator (a numpy partition of 250
-floats, ~10 us) runs in ``push`` *outside* that lock, under a second lock that ``pop``
-never takes. So the device thread can only ever wait for the other side to finish a few
-microseconds of bookkeeping, the same order as a GIL switch, which any Python code in a
-PortAudio callback already accepts. ``pop`` never waits for data, never allocates beyond
-numpy scalars and slice views, and never calls the clock (measured: ~1.3 us playing a
-frame, ~6 us concealing).
+``reset`` allocates two 1024-entry lists). The jitter estimator (one insertion into and
+one removal from a sorted list of up to 250 floats, a few us) runs in ``push`` *outside*
+that lock, under a second lock that ``pop`` never takes. So the device thread can only
+ever wait for the other side to finish a few microseconds of bookkeeping, the same order
+as a GIL switch, which any Python code in a PortAudio callback already accepts. ``pop``
+never waits for data, never allocates beyond numpy scalars and slice views, and never
+calls the clock (measured: ~1.3 us playing a frame, ~6 us concealing).
 
 Counters are plain ``int`` attributes, readable from any thread without locking (a value
 may be one update old); :meth:`JitterBuffer.stats` takes the lock for a consistent snapshot.
