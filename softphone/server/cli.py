@@ -467,6 +467,37 @@ def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], emp
         print("  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)))
 
 
+def _show_list(
+    opts: argparse.Namespace,
+    data: dict[str, Any],
+    key: str,
+    columns: list[tuple[str, str]],
+    empty: str,
+) -> int:
+    """A list answer: the whole JSON with ``--json``, else ``data[key]`` as a table."""
+    if opts.json:
+        print(json.dumps(data))
+    else:
+        _print_table(data[key], columns, empty)
+    return EXIT_OK
+
+
+def _admin_list(
+    opts: argparse.Namespace,
+    path: str,
+    key: str,
+    columns: list[tuple[str, str]],
+    empty: str,
+    *,
+    params: dict[str, str] | None = None,
+) -> int:
+    """GET a list from the admin API and show it (:func:`_show_list`)."""
+    status, data = _admin_call(opts, "GET", path, params=params)
+    if status != EXIT_OK:
+        return status
+    return _show_list(opts, data, key, columns, empty)
+
+
 def _inbound(argv: list[str]) -> int:
     p = _admin_parser("inbound", "A simulated caller rings one of the core's numbers.")
     p.add_argument("--to", required=True, help="the called number (one of an account's numbers)")
@@ -559,14 +590,10 @@ def _calls(argv: list[str]) -> int:
     params = {"limit": str(opts.limit), "active": "true" if opts.active else "false"}
     if opts.account is not None:
         params["account"] = opts.account
-    status, data = _admin_call(opts, "GET", api.ADMIN_CALLS_PATH, params=params)
-    if status != EXIT_OK:
-        return status
-    if opts.json:
-        print(json.dumps(data))
-        return EXIT_OK
-    _print_table(
-        data["calls"],
+    return _admin_list(
+        opts,
+        api.ADMIN_CALLS_PATH,
+        "calls",
         [
             ("callSid", "CALL"),
             ("accountId", "ACCOUNT"),
@@ -579,8 +606,8 @@ def _calls(argv: list[str]) -> int:
             ("createdAt", "CREATED"),
         ],
         "no calls",
+        params=params,
     )
-    return EXIT_OK
 
 
 def _operators(argv: list[str]) -> int:
@@ -588,14 +615,10 @@ def _operators(argv: list[str]) -> int:
     p.add_argument("--account", default=None, metavar="ID", help="only this account's operators")
     opts = p.parse_args(argv)
     params = {"account": opts.account} if opts.account is not None else None
-    status, data = _admin_call(opts, "GET", api.ADMIN_OPERATORS_PATH, params=params)
-    if status != EXIT_OK:
-        return status
-    if opts.json:
-        print(json.dumps(data))
-        return EXIT_OK
-    _print_table(
-        data["operators"],
+    return _admin_list(
+        opts,
+        api.ADMIN_OPERATORS_PATH,
+        "operators",
         [
             ("accountId", "ACCOUNT"),
             ("operatorRef", "OPERATOR"),
@@ -606,8 +629,8 @@ def _operators(argv: list[str]) -> int:
             ("sessionId", "SESSION"),
         ],
         "no operators online",
+        params=params,
     )
-    return EXIT_OK
 
 
 def _signing_key(argv: list[str]) -> int:
@@ -628,22 +651,18 @@ def _signing_key(argv: list[str]) -> int:
     if opts.action == "list":
         if opts.revoke_previous:
             p.error("--revoke-previous goes with rotate")
-        status, data = _admin_call(opts, "GET", api.ADMIN_SIGNING_KEYS_PATH)
-        if status == EXIT_OK:
-            if opts.json:
-                print(json.dumps(data))
-            else:
-                _print_table(
-                    data["signingKeys"],
-                    [
-                        ("kid", "KID"),
-                        ("createdAt", "CREATED"),
-                        ("active", "ACTIVE"),
-                        ("revokedAt", "REVOKED"),
-                    ],
-                    "no signing keys",
-                )
-        return status
+        return _admin_list(
+            opts,
+            api.ADMIN_SIGNING_KEYS_PATH,
+            "signingKeys",
+            [
+                ("kid", "KID"),
+                ("createdAt", "CREATED"),
+                ("active", "ACTIVE"),
+                ("revokedAt", "REVOKED"),
+            ],
+            "no signing keys",
+        )
     return _request(
         opts, "POST", api.ADMIN_SIGNING_KEYS_PATH, {"revokePrevious": opts.revoke_previous}
     )
@@ -725,21 +744,19 @@ def _account(argv: list[str]) -> int:
                 for a in accounts
             ]
         }
-        if opts.json:
-            print(json.dumps(data))
-        else:
-            _print_table(
-                data["accounts"],
-                [
-                    ("accountId", "ACCOUNT"),
-                    ("name", "NAME"),
-                    ("numbers", "NUMBERS"),
-                    ("activeKeys", "KEYS"),
-                    ("createdAt", "CREATED"),
-                ],
-                "no accounts",
-            )
-        return EXIT_OK
+        return _show_list(
+            opts,
+            data,
+            "accounts",
+            [
+                ("accountId", "ACCOUNT"),
+                ("name", "NAME"),
+                ("numbers", "NUMBERS"),
+                ("activeKeys", "KEYS"),
+                ("createdAt", "CREATED"),
+            ],
+            "no accounts",
+        )
     for number in opts.number:
         _valid_number(p, number)
     data_dir = opts.data_dir or default_data_dir()
@@ -837,15 +854,13 @@ def _key(argv: list[str]) -> int:
         ]
     finally:
         store.close()
-    if opts.json:
-        print(json.dumps({"accountId": opts.account_id, "keys": keys}))
-    else:
-        _print_table(
-            keys,
-            [("keyId", "KEY ID"), ("createdAt", "CREATED"), ("revokedAt", "REVOKED")],
-            "no keys",
-        )
-    return EXIT_OK
+    return _show_list(
+        opts,
+        {"accountId": opts.account_id, "keys": keys},
+        "keys",
+        [("keyId", "KEY ID"), ("createdAt", "CREATED"), ("revokedAt", "REVOKED")],
+        "no keys",
+    )
 
 
 def _number(argv: list[str]) -> int:
@@ -909,21 +924,18 @@ def _number(argv: list[str]) -> int:
             rows = store.all_phone_numbers()
     finally:
         store.close()
-    numbers = [_number_json(pn) for pn in rows]
-    if opts.json:
-        print(json.dumps({"phoneNumbers": numbers}))
-    else:
-        _print_table(
-            numbers,
-            [
-                ("phoneNumber", "NUMBER"),
-                ("id", "ID"),
-                ("accountId", "ACCOUNT"),
-                ("displayName", "NAME"),
-            ],
-            "no numbers",
-        )
-    return EXIT_OK
+    return _show_list(
+        opts,
+        {"phoneNumbers": [_number_json(pn) for pn in rows]},
+        "phoneNumbers",
+        [
+            ("phoneNumber", "NUMBER"),
+            ("id", "ID"),
+            ("accountId", "ACCOUNT"),
+            ("displayName", "NAME"),
+        ],
+        "no numbers",
+    )
 
 
 def _number_json(pn: PhoneNumberRow) -> dict[str, str]:
