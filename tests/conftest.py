@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -20,24 +21,24 @@ from softphone.server import CoreConfig, CoreServer
 from softphone.server.core import CoreTimings
 
 
+@contextlib.asynccontextmanager
+async def sandbox_core(tmp_path: Path, **config: Any) -> AsyncIterator[CoreServer]:
+    """An in-process sandbox core on an ephemeral loopback port, data in ``tmp_path/core``.
+    Its echo line answers right after ``call_ringing`` (``echo_ring=0``): tests speaking the
+    raw protocol send audio as soon as ``media_ready`` arrives. ``config``: other
+    :class:`CoreConfig` fields (limits, TLS...); other timings are the defaults."""
+    settings: dict[str, Any] = {"timings": CoreTimings(echo_ring=0.0), **config}
+    async with CoreServer(
+        CoreConfig(data_dir=tmp_path / "core", port=0, sandbox=True, **settings)
+    ) as server:
+        yield server
+
+
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[CoreServer]:
-    """An in-process sandbox core on an ephemeral loopback port. Its echo line answers right
-    after ``call_ringing`` (``echo_ring=0``): tests speaking the raw protocol send audio as
-    soon as ``media_ready`` arrives. Other timings are the defaults."""
-    server = CoreServer(
-        CoreConfig(
-            data_dir=tmp_path / "core",
-            port=0,
-            sandbox=True,
-            timings=CoreTimings(echo_ring=0.0),
-        )
-    )
-    await server.start()
-    try:
+    """The default sandbox core of a test (see :func:`sandbox_core`)."""
+    async with sandbox_core(tmp_path) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @dataclass

@@ -15,7 +15,7 @@ from softphone import CallDirection, CallState, EndReason, PresenceState
 from softphone.engine import ClientErrorCode, OperatorError
 from softphone.server import CoreServer
 
-from .conftest import EventLog, sandbox_operator, sandbox_token, wait_until
+from .conftest import EventLog, sandbox_core, sandbox_operator, sandbox_token, wait_until
 from .faultproxy import FaultProxy
 
 ECHO = "+15550100"
@@ -341,22 +341,11 @@ async def test_a_hanging_get_token_fails_in_time_and_is_retried(core: CoreServer
 @pytest.fixture
 async def ringing_core(tmp_path: Any) -> Any:
     """A sandbox core whose lines ring for a short, known time."""
-    from softphone.server import CoreConfig
     from softphone.server.core import CoreTimings
 
-    server = CoreServer(
-        CoreConfig(
-            data_dir=tmp_path / "ringing-core",
-            port=0,
-            sandbox=True,
-            timings=CoreTimings(echo_ring=0.6, ring=0.6, no_answer_timeout=30.0),
-        )
-    )
-    await server.start()
-    try:
+    timings = CoreTimings(echo_ring=0.6, ring=0.6, no_answer_timeout=30.0)
+    async with sandbox_core(tmp_path, timings=timings) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def test_call_states_of_an_outbound_call_that_rings(ringing_core: CoreServer) -> None:

@@ -18,7 +18,6 @@ import pytest
 from softphone.protocol import ErrorCode
 from softphone.protocol.http import MAX_BODY_BYTES
 from softphone.server import CoreConfig, CoreServer
-from softphone.server.core import CoreTimings
 from softphone.server.limits import (
     DEFAULT_CONNECTIONS_PER_TOKEN,
     DEFAULT_TOKEN_BURST,
@@ -27,7 +26,7 @@ from softphone.server.limits import (
     RateLimiter,
 )
 
-from .conftest import EventLog, sandbox_operator, sandbox_token, wait_until
+from .conftest import EventLog, sandbox_core, sandbox_operator, sandbox_token, wait_until
 from .test_security import (
     TOKEN_BODY,
     assert_error_body,
@@ -140,22 +139,10 @@ def test_connection_limiter() -> None:
 async def limited_core(tmp_path: Path) -> AsyncIterator[CoreServer]:
     """A sandbox core with small limits: 3 token requests at once then 1 every 2 s, and 2
     WebSockets per token."""
-    server = CoreServer(
-        CoreConfig(
-            data_dir=tmp_path / "core",
-            port=0,
-            sandbox=True,
-            timings=CoreTimings(echo_ring=0.0),
-            token_rate=0.5,
-            token_burst=3,
-            max_connections_per_token=2,
-        )
-    )
-    await server.start()
-    try:
+    async with sandbox_core(
+        tmp_path, token_rate=0.5, token_burst=3, max_connections_per_token=2
+    ) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def assert_rate_limited(response: httpx.Response, max_wait: float) -> int:
@@ -292,28 +279,18 @@ async def test_refused_upgrades_do_not_hold_slots(limited_core: CoreServer) -> N
 async def test_sdk_never_meets_the_connection_limit(tmp_path: Path) -> None:
     """The SDK fetches a fresh token for presence and for each media leg, so even a limit
     of one socket per token lets it go online and complete a call."""
-    server = CoreServer(
-        CoreConfig(
-            data_dir=tmp_path / "core",
-            port=0,
-            sandbox=True,
-            timings=CoreTimings(echo_ring=0.0),
-            max_connections_per_token=1,
-        )
-    )
-    await server.start()
-    operator = sandbox_operator(server.url)
-    events = EventLog(operator)
-    try:
-        await operator.go_online(["pn_15550150"])
-        call = await operator.dial(ECHO, caller_id="+15550150")
-        assert await call.wait_started(10)
-        await wait_until(lambda: call.stats.frames_received >= 10, timeout=5)
-        await call.hangup()
-        await call.wait_ended(5)
-    finally:
-        await operator.close()
-        await server.stop()
+    async with sandbox_core(tmp_path, max_connections_per_token=1) as server:
+        operator = sandbox_operator(server.url)
+        events = EventLog(operator)
+        try:
+            await operator.go_online(["pn_15550150"])
+            call = await operator.dial(ECHO, caller_id="+15550150")
+            assert await call.wait_started(10)
+            await wait_until(lambda: call.stats.frames_received >= 10, timeout=5)
+            await call.hangup()
+            await call.wait_ended(5)
+        finally:
+            await operator.close()
     assert events.of("error") == []
 
 

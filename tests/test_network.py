@@ -30,7 +30,7 @@ from softphone.server.playout import Playout
 from softphone.server.timings import CoreTimings
 from softphone.server.voices import Voices
 
-from .conftest import EventLog, sandbox_operator, wait_until
+from .conftest import EventLog, sandbox_core, sandbox_operator, wait_until
 
 ECHO, IVR, BUSY, NO_ANSWER, FAILING, SPEECH = (f"+155501{n:02d}" for n in range(6))
 
@@ -60,14 +60,8 @@ async def default_core(tmp_path: Path) -> AsyncIterator[CoreServer]:
 @pytest.fixture
 async def fast_core(tmp_path: Path) -> AsyncIterator[CoreServer]:
     """A sandbox core whose network rings, declines and times out quickly."""
-    server = CoreServer(
-        CoreConfig(data_dir=tmp_path / "fast-core", port=0, sandbox=True, timings=FAST)
-    )
-    await server.start()
-    try:
+    async with sandbox_core(tmp_path, timings=FAST) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def read_wav(path: Path) -> np.ndarray:

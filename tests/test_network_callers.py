@@ -30,6 +30,7 @@ from softphone.server.timings import CoreTimings
 from .conftest import (
     CoreProcess,
     EventLog,
+    sandbox_core,
     sandbox_operator,
     sandbox_token,
     start_core_process,
@@ -45,21 +46,10 @@ NANP = re.compile(r"^\+1[2-9][0-8][0-9][2-9][0-9]{6}$")
 @pytest.fixture
 async def seeded_core(tmp_path: Path) -> AsyncIterator[CoreServer]:
     """A sandbox core with a seeded caller generator, off until switched on."""
-    server = CoreServer(
-        CoreConfig(
-            data_dir=tmp_path / "callers-core",
-            port=0,
-            sandbox=True,
-            timings=FAST,
-            caller_interval=0.2,
-            caller_seed=1234,
-        )
-    )
-    await server.start()
-    try:
+    async with sandbox_core(
+        tmp_path, timings=FAST, caller_interval=0.2, caller_seed=1234
+    ) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:

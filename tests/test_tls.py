@@ -22,11 +22,10 @@ import pytest
 
 from softphone.engine import ClientErrorCode, Operator, OperatorError, PresenceState
 from softphone.protocol import EndReason
-from softphone.server import CoreConfig, CoreServer
-from softphone.server.core import CoreTimings
+from softphone.server import CoreServer
 from softphone.server.tls import TlsConfigError, server_tls_context
 
-from .conftest import EventLog, start_core_process, stop_core_process, wait_until
+from .conftest import EventLog, sandbox_core, start_core_process, stop_core_process, wait_until
 
 ECHO = "+15550100"
 LINE_A = "pn_15550150"
@@ -130,21 +129,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 async def tls_core(tmp_path: Path, pki: Pki) -> AsyncIterator[CoreServer]:
-    server = CoreServer(
-        CoreConfig(
-            data_dir=tmp_path / "core",
-            port=0,
-            sandbox=True,
-            timings=CoreTimings(echo_ring=0.0),
-            tls_cert=pki.cert,
-            tls_key=pki.key,
-        )
-    )
-    await server.start()
-    try:
+    async with sandbox_core(tmp_path, tls_cert=pki.cert, tls_key=pki.key) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def _get_token(
