@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,22 @@ async def started(pilot: Pilot[None], app: PhoneApp) -> None:
     await until(pilot, lambda: app.phone.state.numbers_loaded)
 
 
+@contextlib.asynccontextmanager
+async def console(
+    core: CoreServer, tmp_path: Path, *, notifications: bool = False
+) -> AsyncIterator[tuple[PhoneApp, Pilot[None]]]:
+    """The console on a sandbox operator of ``core``, headless, its numbers loaded; the
+    operator is closed afterwards."""
+    op = sandbox_operator(core.url)
+    app = make_app(op, tmp_path)
+    try:
+        async with app.run_test(notifications=notifications) as pilot:
+            await started(pilot, app)
+            yield app, pilot
+    finally:
+        await op.close(force=True)
+
+
 async def dial_echo(pilot: Pilot[None], app: PhoneApp, number: str = ECHO) -> None:
     await type_number(pilot, number)
     await pilot.press("d")
@@ -115,27 +132,21 @@ def notices(app: PhoneApp) -> list[str]:
 
 
 async def test_goes_online_on_a_chosen_number(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test() as pilot:
-            await started(pilot, app)
-            assert [n.phone_number for n in app.phone.state.numbers] == [LINE_A, LINE_B]
-            await pilot.press("n", "down", "space")  # stop answering on line B
-            assert app.phone.state.wanted == {"pn_15550150"}
-            await pilot.press("o")
-            await until(pilot, lambda: app.phone.state.presence == PresenceState.ONLINE)
-            await until(pilot, lambda: app.phone.state.accepted == {"pn_15550150"})
-            session = next(iter(core.core.sessions.values()))
-            assert session.availability == {"pn_15550150"}
-            assert "ONLINE" in str(app.main.query_one("#status").render())
-            await pilot.press("space")  # line B again, applied at once
-            await until(pilot, lambda: session.availability == {"pn_15550150", "pn_15550151"})
-            await pilot.press("o")
-            await until(pilot, lambda: app.phone.state.presence == PresenceState.OFFLINE)
-            assert any("presence online" in t for t in log_texts(app))
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path) as (app, pilot):
+        assert [n.phone_number for n in app.phone.state.numbers] == [LINE_A, LINE_B]
+        await pilot.press("n", "down", "space")  # stop answering on line B
+        assert app.phone.state.wanted == {"pn_15550150"}
+        await pilot.press("o")
+        await until(pilot, lambda: app.phone.state.presence == PresenceState.ONLINE)
+        await until(pilot, lambda: app.phone.state.accepted == {"pn_15550150"})
+        session = next(iter(core.core.sessions.values()))
+        assert session.availability == {"pn_15550150"}
+        assert "ONLINE" in str(app.main.query_one("#status").render())
+        await pilot.press("space")  # line B again, applied at once
+        await until(pilot, lambda: session.availability == {"pn_15550150", "pn_15550151"})
+        await pilot.press("o")
+        await until(pilot, lambda: app.phone.state.presence == PresenceState.OFFLINE)
+        assert any("presence online" in t for t in log_texts(app))
 
 
 async def test_dial_echo_line_and_hang_up(core: CoreServer, tmp_path: Path) -> None:
@@ -171,21 +182,15 @@ async def test_dial_echo_line_and_hang_up(core: CoreServer, tmp_path: Path) -> N
 
 
 async def test_caller_id_is_the_highlighted_number(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test() as pilot:
-            await started(pilot, app)
-            await pilot.press("n", "down", "c", "escape")
-            assert app.phone.state.caller_id == LINE_B
-            app.set_focus(None)
-            await dial_echo(pilot, app)
-            assert app.phone.state.call is not None
-            assert app.phone.state.call.call.from_ == LINE_B
-            await pilot.press("h")
-            await until(pilot, lambda: app.phone.state.call is None)
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path) as (app, pilot):
+        await pilot.press("n", "down", "c", "escape")
+        assert app.phone.state.caller_id == LINE_B
+        app.set_focus(None)
+        await dial_echo(pilot, app)
+        assert app.phone.state.call is not None
+        assert app.phone.state.call.call.from_ == LINE_B
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
 
 
 async def go_online(pilot: Pilot[None], app: PhoneApp) -> None:
@@ -313,108 +318,84 @@ async def test_offer_withdrawn_by_the_caller_closes_the_dialog(
 
 
 async def test_mute_and_dtmf_to_the_echo_line(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test() as pilot:
-            await started(pilot, app)
-            await dial_echo(pilot, app)
-            view = app.phone.state.call
-            assert view is not None
-            sid = view.call.call_sid
-            await pilot.press("m")
-            leg = core.core.calls[sid].media
-            assert leg is not None
-            await until(pilot, lambda: view.muted and leg.muted)
-            assert "MUTED" in str(app.main.query_one("#call").render())
-            await pilot.press("m")
-            await until(pilot, lambda: not view.muted)
-            await pilot.press("5", "number_sign")
-            await until(pilot, lambda: core.core.calls[sid].dtmf == ["5", "#"])
-            assert app.phone.state.dial == ""  # digits went to the call, not the dialpad
-            await until(pilot, lambda: view.heard == "5#")  # the echo line heard them
-            assert "DTMF 5#" in str(app.main.query_one("#call").render())
-            await pilot.press("h")
-            await until(pilot, lambda: app.phone.state.call is None)
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path) as (app, pilot):
+        await dial_echo(pilot, app)
+        view = app.phone.state.call
+        assert view is not None
+        sid = view.call.call_sid
+        await pilot.press("m")
+        leg = core.core.calls[sid].media
+        assert leg is not None
+        await until(pilot, lambda: view.muted and leg.muted)
+        assert "MUTED" in str(app.main.query_one("#call").render())
+        await pilot.press("m")
+        await until(pilot, lambda: not view.muted)
+        await pilot.press("5", "number_sign")
+        await until(pilot, lambda: core.core.calls[sid].dtmf == ["5", "#"])
+        assert app.phone.state.dial == ""  # digits went to the call, not the dialpad
+        await until(pilot, lambda: view.heard == "5#")  # the echo line heard them
+        assert "DTMF 5#" in str(app.main.query_one("#call").render())
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
 
 
 async def test_dtmf_to_the_ivr_shows_its_answer(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test() as pilot:
-            await started(pilot, app)
-            await dial_echo(pilot, app, IVR)  # rings 2 s with early media, then answers
-            view = app.phone.state.call
-            assert view is not None
-            sid = view.call.call_sid
-            await type_number(pilot, "123#")
-            await until(pilot, lambda: core.core.calls[sid].dtmf == list("123#"))
-            await until(pilot, lambda: ("application/x-ivr-digits", "123") in view.messages)
-            panel = str(app.main.query_one("#call").render())
-            assert "DTMF 123#" in panel
-            assert "ivr-digits 123" in panel
-            assert "call.message_received application/x-ivr-digits: 123" in log_texts(app)
-            await type_number(pilot, "45#")  # the panel shows the IVR's latest entry
-            await until(pilot, lambda: ("application/x-ivr-digits", "45") in view.messages)
-            assert "ivr-digits 45" in str(app.main.query_one("#call").render())
-            await pilot.press("h")
-            await until(pilot, lambda: app.phone.state.call is None)
-            assert app.phone.state.history[0].end_reason == "hangup"
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path) as (app, pilot):
+        await dial_echo(pilot, app, IVR)  # rings 2 s with early media, then answers
+        view = app.phone.state.call
+        assert view is not None
+        sid = view.call.call_sid
+        await type_number(pilot, "123#")
+        await until(pilot, lambda: core.core.calls[sid].dtmf == list("123#"))
+        await until(pilot, lambda: ("application/x-ivr-digits", "123") in view.messages)
+        panel = str(app.main.query_one("#call").render())
+        assert "DTMF 123#" in panel
+        assert "ivr-digits 123" in panel
+        assert "call.message_received application/x-ivr-digits: 123" in log_texts(app)
+        await type_number(pilot, "45#")  # the panel shows the IVR's latest entry
+        await until(pilot, lambda: ("application/x-ivr-digits", "45") in view.messages)
+        assert "ivr-digits 45" in str(app.main.query_one("#call").render())
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
+        assert app.phone.state.history[0].end_reason == "hangup"
 
 
 async def test_busy_line_is_reported_and_the_app_goes_on(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test(notifications=True) as pilot:
-            await started(pilot, app)
-            await type_number(pilot, BUSY)
-            await pilot.press("d")
-            await until(pilot, lambda: any("line busy" in n for n in notices(app)))
-            assert f"Call ended: {BUSY}: line busy" in notices(app)
-            assert app.phone.state.call is None
-            ended = [e for e in app.main.query_one(EventLog).entries if e.name == "call_ended"]
-            assert ended[-1].error
-            assert ended[-1].text.endswith("ended: line busy")
-            status = str(app.main.query_one("#status").render())
-            assert f"last error: call with {BUSY}: line busy" in status
-            assert app.phone.state.history[0].end_reason == "rejected"
-            assert "line busy" in str(app.main.query_one("#call").render())
-            await dial_echo(pilot, app)  # the app goes on: the next call works
-            await pilot.press("h")
-            await until(pilot, lambda: app.phone.state.call is None)
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path, notifications=True) as (app, pilot):
+        await type_number(pilot, BUSY)
+        await pilot.press("d")
+        await until(pilot, lambda: any("line busy" in n for n in notices(app)))
+        assert f"Call ended: {BUSY}: line busy" in notices(app)
+        assert app.phone.state.call is None
+        ended = [e for e in app.main.query_one(EventLog).entries if e.name == "call_ended"]
+        assert ended[-1].error
+        assert ended[-1].text.endswith("ended: line busy")
+        status = str(app.main.query_one("#status").render())
+        assert f"last error: call with {BUSY}: line busy" in status
+        assert app.phone.state.history[0].end_reason == "rejected"
+        assert "line busy" in str(app.main.query_one("#call").render())
+        await dial_echo(pilot, app)  # the app goes on: the next call works
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
 
 
 async def test_redial_from_history(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test() as pilot:
-            await started(pilot, app)
-            await dial_echo(pilot, app)
-            await pilot.press("h")
-            await until(pilot, lambda: app.phone.state.call is None)
-            await pilot.press("y", "enter")  # the history panel, its first row
-            await until(
-                pilot,
-                lambda: (
-                    app.phone.state.call is not None
-                    and app.phone.state.call.call.state == CallState.ACTIVE
-                ),
-            )
-            assert app.phone.state.call is not None
-            assert app.phone.state.call.call.to == ECHO
-            await pilot.press("h")
-            await until(pilot, lambda: len(app.phone.state.history) == 2)
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path) as (app, pilot):
+        await dial_echo(pilot, app)
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
+        await pilot.press("y", "enter")  # the history panel, its first row
+        await until(
+            pilot,
+            lambda: (
+                app.phone.state.call is not None
+                and app.phone.state.call.call.state == CallState.ACTIVE
+            ),
+        )
+        assert app.phone.state.call is not None
+        assert app.phone.state.call.call.to == ECHO
+        await pilot.press("h")
+        await until(pilot, lambda: len(app.phone.state.history) == 2)
 
 
 async def test_history_survives_a_restart(core: CoreServer, tmp_path: Path) -> None:
@@ -695,27 +676,21 @@ async def test_bad_token_url_is_reported(core: CoreServer, tmp_path: Path) -> No
 
 
 async def test_refused_dials_are_reported(core: CoreServer, tmp_path: Path) -> None:
-    op = sandbox_operator(core.url)
-    app = make_app(op, tmp_path)
-    try:
-        async with app.run_test(notifications=True) as pilot:
-            await started(pilot, app)
-            await type_number(pilot, "+1")
-            await pilot.press("d")
-            await until(pilot, lambda: any("Not a phone number" in n for n in notices(app)))
-            assert app.phone.state.call is None
-            await pilot.press("escape")
-            await type_number(pilot, "+15559990000")  # nobody there: the network fails it
-            await pilot.press("d")
-            await until(pilot, lambda: any("Call ended" in n for n in notices(app)))
-            assert "not reachable" in " ".join(notices(app))
-            assert app.phone.state.call is None
-            assert app.phone.state.history[0].end_reason == "failed"
-            await dial_echo(pilot, app)  # and the next call works
-            await pilot.press("h")
-            await until(pilot, lambda: app.phone.state.call is None)
-    finally:
-        await op.close(force=True)
+    async with console(core, tmp_path, notifications=True) as (app, pilot):
+        await type_number(pilot, "+1")
+        await pilot.press("d")
+        await until(pilot, lambda: any("Not a phone number" in n for n in notices(app)))
+        assert app.phone.state.call is None
+        await pilot.press("escape")
+        await type_number(pilot, "+15559990000")  # nobody there: the network fails it
+        await pilot.press("d")
+        await until(pilot, lambda: any("Call ended" in n for n in notices(app)))
+        assert "not reachable" in " ".join(notices(app))
+        assert app.phone.state.call is None
+        assert app.phone.state.history[0].end_reason == "failed"
+        await dial_echo(pilot, app)  # and the next call works
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
 
 
 # ---------------------------------------------------------------------- keys
