@@ -4,10 +4,16 @@ Run: .venv/bin/python benchmarks/bench_tui.py [--runs 5] [--idle 20] [--call 20]
 
 Starts ``audin-core --sandbox`` as its own process and the virtual sound devices of
 tests/audio_env.py (a private PulseAudio daemon: real PortAudio, real-time clock; needs
-``pulseaudio pulseaudio-utils libasound2-plugins`` and PyAudio). The console uses the
-virtual microphone ``paced_in`` (fed with telephone-band noise, so the meters move) and the
-speaker ``paced_out``, with the default audio processing (echo cancellation, noise
-suppression, gain control) on.
+``pulseaudio pulseaudio-utils libasound2-plugins`` and PyAudio). The microphone is fed with
+telephone-band noise (so the meters move); the default audio processing (echo
+cancellation, noise suppression, gain control) and the default rate policy are on. (b) and
+(c) run on two kinds of device (``--devices``):
+
+* ``server``: the sound server's device ``pulse``, what a desktop with PulseAudio or
+  PipeWire offers by default: the console opens it at the call's 8 kHz and the server
+  converts (rate "auto");
+* ``card``: ``paced_in`` / ``paced_out``, devices at their own 44.1 kHz, as a sound card
+  opened directly: the console converts 44.1 <-> 8 kHz in its audio callbacks.
 
 (a) Start-up: ``audin-phone`` is started ``--runs`` times in a pseudo-terminal of 120x40;
     the time from the spawn of the process to the first frame on the terminal that shows
@@ -23,7 +29,7 @@ suppression, gain control) on.
     Target: 0 each. This process's CPU over the call is shown too (no terminal output).
 (d) The same echo call through the SDK alone (no console) for ``--long-call`` s: the
     engine's share of (b) and (c), and its audio counters for comparison.
-    ``--skip startup cpu long sdk`` leaves parts out.
+    ``--skip startup cpu long sdk`` leaves parts out; (d) runs on the card.
 
 The machine's load average is printed with the figures: on a shared machine other work
 inflates start-up times and CPU shares.
@@ -47,6 +53,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -226,7 +233,26 @@ class Terminal:
         os.close(self.master)
 
 
-def console_args(core: Core, work: Path) -> tuple[list[str], dict[str, str]]:
+@dataclass(frozen=True)
+class Devices:
+    """A microphone and speaker of the virtual sound system, and the rate "auto" opens them at
+    (the rate the microphone's file must be written at)."""
+
+    kind: str
+    input: str
+    output: str
+    rate: int
+
+
+DEVICES: Final = {
+    "server": Devices("server", VirtualAudio.SERVER, VirtualAudio.SERVER, 8000),
+    "card": Devices("card", VirtualAudio.MIC, VirtualAudio.SPEAKER, PORTAUDIO_PULSE_RATE),
+}
+
+
+def console_args(
+    core: Core, work: Path, devices: Devices = DEVICES["card"]
+) -> tuple[list[str], dict[str, str]]:
     script = Path(sys.executable).parent / "audin-phone"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "softphone.cli"]
     config = work / "config.toml"
@@ -240,9 +266,9 @@ def console_args(core: Core, work: Path) -> tuple[list[str], dict[str, str]]:
         "--token-url",
         core.token_url,
         "--input",
-        VirtualAudio.MIC,
+        devices.input,
         "--output",
-        VirtualAudio.SPEAKER,
+        devices.output,
         "--history",
         str(work / "history.sqlite3"),
     ]
@@ -276,35 +302,48 @@ def startup(core: Core, work: Path, runs: int, results: Results) -> None:
     results.add("start-up, slowest run", max(times), None, "s")
 
 
-def cpu(core: Core, env_audio: VirtualAudio, work: Path, idle_s: float, call_s: float) -> Results:
+def cpu(
+    core: Core,
+    env_audio: VirtualAudio,
+    work: Path,
+    idle_s: float,
+    call_s: float,
+    devices: Devices,
+) -> Results:
     results = Results()
-    rate = PORTAUDIO_PULSE_RATE
+    rate = devices.rate
     env_audio.write_input(
         VirtualAudio.MIC, bandlimited_noise(call_s + 10, rate, seed=7), rate=rate, pad_seconds=30
     )
-    args, env = console_args(core, work)
+    args, env = console_args(core, work, devices)
     term = Terminal(args, env)
     try:
         term.wait_for(FIRST_NUMBER, timeout=30)
         mark = term.mark()
         term.type("o")
         term.wait_for("ONLINE", timeout=15, after=mark)
-        print(f"(b) CPU idle, online, {idle_s:g} s ({load()})")
-        time.sleep(2.0)  # settle after going online (not measured)
-        cpu0, t0 = term.cpu_seconds(), time.monotonic()
-        time.sleep(idle_s)  # the measurement window
-        idle = 100 * (term.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-        results.add("CPU idle (% of one core)", idle, IDLE_CPU_TARGET, "%")
+        if idle_s > 0:
+            print(f"(b) CPU idle, online, {idle_s:g} s ({load()})")
+            time.sleep(2.0)  # settle after going online (not measured)
+            cpu0, t0 = term.cpu_seconds(), time.monotonic()
+            time.sleep(idle_s)  # the measurement window
+            idle = 100 * (term.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            results.add("CPU idle (% of one core)", idle, IDLE_CPU_TARGET, "%")
 
         mark = term.mark()
         term.type(ECHO + "d")
         term.wait_for("ACTIVE", timeout=20, after=mark)
-        print(f"    CPU in an echo call, meters running, {call_s:g} s ({load()})")
+        print(
+            f"(b) CPU in an echo call on the {devices.kind} device ({devices.input}, "
+            f"{devices.rate} Hz), meters running, {call_s:g} s ({load()})"
+        )
         time.sleep(START_S)  # the call's first seconds are not measured
         cpu0, t0 = term.cpu_seconds(), time.monotonic()
         time.sleep(call_s)  # the measurement window
         in_call = 100 * (term.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-        results.add("CPU in a call (% of one core)", in_call, CALL_CPU_TARGET, "%")
+        results.add(
+            f"CPU in a call, {devices.kind} device (% of 1 core)", in_call, CALL_CPU_TARGET, "%"
+        )
         mark = term.mark()
         term.type("h")
         term.wait_for("no call", timeout=10, after=mark)
@@ -316,21 +355,23 @@ def cpu(core: Core, env_audio: VirtualAudio, work: Path, idle_s: float, call_s: 
 # ---------------------------------------------------------------------- a long call, in-process
 
 
-async def long_call(core: Core, env_audio: VirtualAudio, work: Path, seconds: float) -> Results:
+async def long_call(
+    core: Core, env_audio: VirtualAudio, work: Path, seconds: float, devices: Devices
+) -> Results:
     from softphone.engine import CallState
     from softphone.media.pyaudio_device import PyAudioDevice
     from softphone.tui import TuiConfig, create_app
 
     results = Results()
-    rate = PORTAUDIO_PULSE_RATE
+    rate = devices.rate
     env_audio.write_input(
         VirtualAudio.MIC, bandlimited_noise(seconds + 10, rate, seed=8), rate=rate, pad_seconds=30
     )
     config = TuiConfig(
         core_urls=(core.url,),
         token_url=core.token_url,
-        input_device=VirtualAudio.MIC,
-        output_device=VirtualAudio.SPEAKER,
+        input_device=devices.input,
+        output_device=devices.output,
         history_path=work / "long-call.sqlite3",
     )
     app = create_app(config)
@@ -350,7 +391,13 @@ async def long_call(core: Core, env_audio: VirtualAudio, work: Path, seconds: fl
             await wait_until(lambda: app.operator.audio.active_device is not None, 10)
             device = app.operator.audio.active_device
             assert isinstance(device, PyAudioDevice), "the call is not on the sound card"
-            print(f"(c) a {seconds:g} s echo call through the console ({load()})")
+            assert device.input_rate == device.output_rate == rate, (
+                f"{devices.input} opened at {device.input_rate}/{device.output_rate} Hz, not {rate}"
+            )
+            print(
+                f"(c) a {seconds:g} s echo call through the console on the {devices.kind} "
+                f"device ({devices.input}, {rate} Hz) ({load()})"
+            )
             cpu0, t0 = time.process_time(), time.monotonic()
             await asyncio.sleep(START_S)  # the streams' start (counted apart below)
             start = device.stats()
@@ -361,15 +408,16 @@ async def long_call(core: Core, env_audio: VirtualAudio, work: Path, seconds: fl
             await pilot.press("h")
             await wait_until(lambda: app.phone.state.call is None, 10)
         assert still_up, "the call ended before the end of the measurement"
-        results.add("PortAudio input overflows", stats.input_overflows, 0)
-        results.add("PortAudio output underflows", stats.output_underflows, 0)
-        results.add("playout underruns", stats.playback_underruns, 0)
+        kind = devices.kind
+        results.add(f"{kind}: PortAudio input overflows", stats.input_overflows, 0)
+        results.add(f"{kind}: PortAudio output underflows", stats.output_underflows, 0)
+        results.add(f"{kind}: playout underruns", stats.playback_underruns, 0)
         first = start.input_overflows + start.output_underflows + start.playback_underruns
         results.add(f"  of these in the first {START_S:g} s (stream start)", first)
-        results.add("frames played", stats.frames_played)
-        results.add("longest audio callback", realtime.max_callback_us / 1000, None, "ms")
-        results.add("p99 audio callback", realtime.p99_callback_us / 1000, None, "ms")
-        results.add("CPU of this process, headless (% of 1 core)", cpu_share, None, "%")
+        results.add(f"{kind}: frames played", stats.frames_played)
+        results.add(f"{kind}: longest audio callback", realtime.max_callback_us / 1000, None, "ms")
+        results.add(f"{kind}: p99 audio callback", realtime.p99_callback_us / 1000, None, "ms")
+        results.add(f"{kind}: CPU of this process, headless (%)", cpu_share, None, "%")
     finally:
         await app.operator.close(force=True)
     return results
@@ -429,6 +477,13 @@ def main() -> None:
     parser.add_argument("--call", type=float, default=20.0, help="seconds in a call (CPU)")
     parser.add_argument("--long-call", type=float, default=60.0, help="seconds of the long call")
     parser.add_argument("--skip", nargs="*", default=[], choices=["startup", "cpu", "long", "sdk"])
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        default=list(DEVICES),
+        choices=list(DEVICES),
+        help="device kinds for (b) and (c)",
+    )
     args = parser.parse_args()
     try:
         audio = VirtualAudio.start()
@@ -443,10 +498,17 @@ def main() -> None:
                 if "startup" not in args.skip:
                     startup(core, work, args.runs, all_results)
                 if "cpu" not in args.skip:
-                    all_results.figures += cpu(core, audio, work, args.idle, args.call).figures
+                    idle = args.idle
+                    for kind in args.devices:
+                        measured = cpu(core, audio, work, idle, args.call, DEVICES[kind])
+                        all_results.figures += measured.figures
+                        idle = 0.0  # idle is the same whatever the device: measured once
                 if "long" not in args.skip:
-                    long = asyncio.run(long_call(core, audio, work, args.long_call))
-                    all_results.figures += long.figures
+                    for kind in args.devices:
+                        long = asyncio.run(
+                            long_call(core, audio, work, args.long_call, DEVICES[kind])
+                        )
+                        all_results.figures += long.figures
                 if "sdk" not in args.skip:
                     alone = asyncio.run(engine_only(core, audio, args.long_call))
                     all_results.figures += alone.figures

@@ -393,6 +393,10 @@ def _app_parser() -> argparse.ArgumentParser:
         default=None,
         help="ringtone, ringback and key tones",
     )
+    p.add_argument(
+        "--audio-rate",
+        help="sound card rate: auto (8 kHz on a PulseAudio/PipeWire device), native, or Hz",
+    )
     p.add_argument("--caller-id", help="caller ID for outbound calls (one of your numbers)")
     p.add_argument(
         "--number",
@@ -406,7 +410,7 @@ def _app_parser() -> argparse.ArgumentParser:
 
 def app_config(argv: Sequence[str]) -> TuiConfig:
     """The console's settings: the config file, then the flags (ConfigError, UsageError)."""
-    from softphone.tui.config import device_spec, load_config, merge_flags
+    from softphone.tui.config import device_spec, load_config, merge_flags, parse_audio_rate
 
     args = _app_parser().parse_args(argv)
     config = load_config(args.config, required=args.config is not None)
@@ -436,6 +440,9 @@ def app_config(argv: Sequence[str]) -> TuiConfig:
         input_device=device_spec(args.input),
         output_device=device_spec(args.output),
         sounds=args.sounds,
+        audio_rate=parse_audio_rate(args.audio_rate, "--audio-rate")
+        if args.audio_rate is not None
+        else None,
         caller_id=args.caller_id,
         numbers=tuple(args.number) if args.number else None,
         online_on_start=args.online,

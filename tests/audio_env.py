@@ -11,6 +11,8 @@ stacked on PulseAudio null sinks that give them a real-time clock (0.99-1.01x).
     paced_in8 / paced_out8   the same on sinks made at 8000 Hz
     dead_in / dead_out       listed, but opening fails (PulseAudio has no such source/sink)
     default     asym: paced_out / paced_in
+    pulse       the same, under the name of the PulseAudio plugin's device (the engine's
+                rate="auto" opens it at 8000 Hz, as on a desktop)
 
 All files are raw signed 16-bit little-endian mono at the *stream's* rate (the file plugin
 sits above any conversion): a device opened at 48000 Hz reads ``paced_in.raw`` as 48 kHz.
@@ -70,6 +72,7 @@ SPEAKER: Final = "paced_out"
 SPEAKER2: Final = "paced_out2"
 MIC_8K: Final = "paced_in8"
 SPEAKER_8K: Final = "paced_out8"
+SERVER: Final = "pulse"  # the sound server's own device (data in paced_in / paced_out)
 DEAD_MIC: Final = "dead_in"
 DEAD_SPEAKER: Final = "dead_out"
 
@@ -127,6 +130,7 @@ class VirtualAudio:
     MIC_8K = MIC_8K
     SPEAKER_8K = SPEAKER_8K
     DEAD_MIC = DEAD_MIC
+    SERVER = SERVER
     DEAD_SPEAKER = DEAD_SPEAKER
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -309,6 +313,8 @@ class VirtualAudio:
             )
         lines.extend(self._extra.values())
         lines.append(f'pcm.!default {{ type asym playback.pcm "{SPEAKER}" capture.pcm "{MIC}" }}')
+        # What alsa-plugins' pulse.conf defines on a desktop, on the same files as default.
+        lines.append(f'pcm.{SERVER} {{ type asym playback.pcm "{SPEAKER}" capture.pcm "{MIC}" }}')
         return "\n".join(lines) + "\n"
 
     def write_config(self) -> None:

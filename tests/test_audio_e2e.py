@@ -92,6 +92,38 @@ async def test_echo_line_through_portaudio_and_a_mid_call_microphone_switch(
     assert min(found["B"]) > max(found["A"])  # B was heard after the switch
 
 
+async def test_echo_call_on_a_sound_server_device_runs_at_8k(
+    core: CoreServer, virtual_audio: VirtualAudio
+) -> None:
+    """The default rate policy ("auto") opens the sound server's device at the call's
+    8 kHz: the server converts, the callbacks only copy. The echo comes back intact."""
+    rate = 8000
+    voice = bandlimited_noise(1.5, rate, seed=45)
+    virtual_audio.write_input(MIC, voice, rate=rate)
+    virtual_audio.clear_output(SPEAKER)
+    server = VirtualAudio.SERVER
+    audio = manager(server, server)
+    assert audio.settings.rate == "auto"
+    operator = sandbox_operator(core.url, audio=audio)
+    log = EventLog(operator)
+    try:
+        call = await operator.dial(ECHO)
+        assert await call.wait_started(10)
+        await wait_until(lambda: call.stats.frames_received >= 100, timeout=10)
+        device = operator.audio.active_device
+        assert isinstance(device, PyAudioDevice)
+        assert (device.input_rate, device.output_rate) == (rate, rate)
+        await call.hangup()
+    finally:
+        await operator.close()
+    assert not log.of("error")
+    speaker = virtual_audio.read_output(SPEAKER)
+    for start in (0.2, 0.6, 1.0):
+        piece = voice[int(start * rate) : int((start + 0.2) * rate)]
+        _, score = find_lag(piece, speaker)
+        assert score > 0.9, f"the echo of {start:g} s is not at the speaker ({score:.3f})"
+
+
 async def test_missing_microphone_gives_a_coded_error_and_the_call_goes_on(
     core: CoreServer, virtual_audio: VirtualAudio
 ) -> None:
@@ -273,3 +305,12 @@ async def test_sound_server_dies_mid_call(
         await operator.close()
         if not restarted:
             virtual_audio.restart_daemon()
+
+
+def test_audio_settings_check_the_rate() -> None:
+    assert AudioSettings().device_rate == "auto"
+    assert AudioSettings(rate="native").device_rate is None
+    assert AudioSettings(rate=48000).device_rate == 48000
+    for bad in ("fast", 4000, True):
+        with pytest.raises(ValueError, match="rate must be"):
+            AudioSettings(rate=bad)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ from softphone.media.devices import (
     DeviceInfo,
     load_pyaudio,
     quiet_stderr,
+    server_converts_rate,
+    sound_server_running,
 )
 
 from .audio_env import (
@@ -288,3 +291,40 @@ def test_scan_failures_are_coded() -> None:
         hung.rescan()
     assert err.value.code == DEVICE_SCAN_FAILED
     assert "did not finish" in err.value.message
+
+
+# -- who converts the sample rate ------------------------------------------------------------
+
+
+def alsa(name: str, host_api: str = "ALSA") -> DeviceInfo:
+    return DeviceInfo(0, name, host_api, 2, 2, 44100.0)
+
+
+def test_sound_server_detection(tmp_path: Path) -> None:
+    assert not sound_server_running({})
+    assert sound_server_running({"PULSE_SERVER": "unix:/run/somewhere"})
+    runtime = tmp_path / "run"
+    (runtime / "pulse").mkdir(parents=True)
+    assert not sound_server_running({"XDG_RUNTIME_DIR": str(runtime)})
+    (runtime / "pulse" / "native").touch()
+    assert sound_server_running({"XDG_RUNTIME_DIR": str(runtime)})
+    pipewire = tmp_path / "pw"
+    pipewire.mkdir()
+    (pipewire / "pipewire-0").touch()
+    assert sound_server_running({"XDG_RUNTIME_DIR": str(pipewire)})
+
+
+def test_which_devices_have_their_rate_converted_by_a_sound_server() -> None:
+    server = {"PULSE_SERVER": "unix:/run/pulse/native"}
+    for name in ("pulse", "pipewire"):
+        assert server_converts_rate(alsa(name), {})
+        assert server_converts_rate(alsa(name), server)
+    # "default" is the server's only while one runs (distributions route it there).
+    assert server_converts_rate(alsa("default"), server)
+    assert not server_converts_rate(alsa("default"), {})
+    # Hardware and ALSA's own plug devices convert in alsa-lib (linear interpolation).
+    for name in ("HDA Intel PCH: ALC892 Analog (hw:0,0)", "sysdefault", "dmix", "front"):
+        assert not server_converts_rate(alsa(name), server)
+    # Other host APIs keep the device's own rate.
+    assert not server_converts_rate(alsa("pulse", "JACK Audio Connection Kit"), server)
+    assert not server_converts_rate(alsa("default", "Windows WASAPI"), server)

@@ -205,6 +205,39 @@ def test_8k_device_path_is_bit_exact(system: AudioSystem, virtual_audio: Virtual
     assert_healthy(device)
 
 
+def test_auto_rate_opens_a_sound_server_device_at_8k(
+    system: AudioSystem, virtual_audio: VirtualAudio
+) -> None:
+    """rate="auto": the server's device (here "pulse", on paced_in / paced_out) runs at the
+    call's 8 kHz, so nothing is resampled in the callbacks; other devices keep their rate."""
+    rng = np.random.default_rng(80)
+    mic = rng.integers(-20000, 20000, 8000, dtype=np.int16)
+    speech = rng.integers(-20000, 20000, 8000, dtype=np.int16)
+    virtual_audio.write_input(MIC, mic, rate=8000)
+    virtual_audio.clear_output(SPEAKER)
+    server = VirtualAudio.SERVER
+    device = PyAudioDevice(system, server, server, rate="auto", fixed_delay=True)
+    driver = Driver(device, play=speech)
+    with device:
+        assert (device.input_rate, device.output_rate) == (8000, 8000)
+        assert device._input is not None
+        assert device._input.resampler.ratio == (1, 1)
+        driver.run_until(
+            lambda: driver.all_played and len(driver.captured) >= 55, 6, "1 s at 8 kHz"
+        )
+    np.testing.assert_array_equal(driver.capture()[: len(mic)], mic)  # nothing converted here
+    output = virtual_audio.read_output(SPEAKER)
+    lag, _ = find_lag(speech, output)
+    np.testing.assert_array_equal(output[lag : lag + len(speech)], speech)
+    assert_healthy(device)
+
+    other = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
+    with other:
+        assert (other.input_rate, other.output_rate) == (44100, 44100)
+    with pytest.raises(ValueError, match="'auto' or None"):
+        PyAudioDevice(system, MIC, SPEAKER, rate="fast")  # type: ignore[arg-type]
+
+
 def test_switch_microphone_mid_call(system: AudioSystem, virtual_audio: VirtualAudio) -> None:
     rate = 48000
     voice_a = bandlimited_noise(2.0, rate, seed=31)

@@ -25,6 +25,7 @@ X-Team = "support"
 input = "USB Headset"
 output = 3
 sounds = false
+rate = "native"
 
 [phone]
 caller_id = "+15550150"
@@ -52,6 +53,7 @@ def test_example_config_is_read(tmp_path: Path) -> None:
     assert config.token_url == "https://backend.example/token"
     assert dict(config.token_headers) == {"X-Team": "support"}
     assert (config.input_device, config.output_device, config.sounds) == ("USB Headset", 3, False)
+    assert config.audio_rate == "native"
     assert config.caller_id == "+15550150"
     assert config.numbers == ("+15550150",)
     assert config.online_on_start
@@ -68,6 +70,9 @@ def test_example_config_is_read(tmp_path: Path) -> None:
         ("[audio]\nvolume = 3\n", "unknown setting 'volume' in [audio]"),
         ("[audio]\nsounds = 'yes'\n", "[audio] sounds must be true or false"),
         ("[audio]\ninput = true\n", "[audio] input must be a string or a number"),
+        ("[audio]\nrate = 'fast'\n", '[audio] rate must be "auto", "native" or a rate in Hz'),
+        ("[audio]\nrate = 4000\n", "[audio] rate must be between 8000 and 384000 Hz"),
+        ("[audio]\nrate = true\n", "[audio] rate must be a string or a number"),
         ("[phone]\ncaller_id = '555'\n", "[phone] caller_id"),
         ("[keys]\nteleport = 'x'\n", "unknown action 'teleport'"),
         ("[keys]\ndial = ''\n", "give keys like"),
@@ -100,6 +105,10 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
     assert config.input_device == 2
     assert config.sounds is True
     assert config.core_urls == ("https://core-a.example", "https://core-b.example")
+    assert config.audio_rate == "native"  # the file's
+    assert app_config(["--config", str(path), "--audio-rate", "48000"]).audio_rate == 48000
+    assert app_config(["--config", str(path), "--audio-rate", "AUTO"]).audio_rate == "auto"
+    assert TuiConfig().audio_rate == "auto"
     sandbox = app_config(["--config", str(path), "--sandbox"])
     assert sandbox.sandbox
     assert parse_config({}) == TuiConfig()
@@ -109,6 +118,7 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--caller-id", "12"], "--caller-id"),
+        (["--audio-rate", "loud"], "--audio-rate must be"),
         (["--number", "+1"], "--number"),
         (["--core-url", "http://127.0.0.1:1"], "no token source"),
         (["--frobnicate"], "unrecognized arguments"),

@@ -56,6 +56,23 @@ class AudioSettings:
     echo_cancellation: bool = True
     noise_suppression: bool = True
     auto_gain: bool = True
+    rate: int | Literal["auto", "native"] = "auto"
+    """Rate the sound card streams are opened at. ``"auto"``: 8 kHz, the call's rate, on a
+    sound server's device (PulseAudio / PipeWire convert in their own process), else the
+    device's own rate with the conversion done here; ``"native"``: always the device's own
+    rate; a number: that rate (Hz, at least 8000)."""
+
+    def __post_init__(self) -> None:
+        rate = self.rate
+        if isinstance(rate, bool) or not (
+            rate in ("auto", "native") or (isinstance(rate, int) and 8000 <= rate <= 384000)
+        ):
+            raise ValueError(f"rate must be 'auto', 'native' or 8000-384000 Hz, got {rate!r}")
+
+    @property
+    def device_rate(self) -> int | Literal["auto"] | None:
+        """``rate`` as :class:`~softphone.media.pyaudio_device.PyAudioDevice` takes it."""
+        return None if self.rate == "native" else self.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +171,7 @@ class AudioManager:
         out = spec if kind == "output" else self.settings.output
 
         def open_new() -> AudioDevice:
-            new = PyAudioDevice(self.system, inp, out)
+            new = PyAudioDevice(self.system, inp, out, rate=self.settings.device_rate)
             new.mixer.enabled = self.settings.sounds
             new.start()
             return new
@@ -347,7 +364,12 @@ class AudioManager:
             else:
                 from softphone.media.pyaudio_device import PyAudioDevice
 
-                device = PyAudioDevice(self.system, self.settings.input, self.settings.output)
+                device = PyAudioDevice(
+                    self.system,
+                    self.settings.input,
+                    self.settings.output,
+                    rate=self.settings.device_rate,
+                )
             device.mixer.enabled = self.settings.sounds
             device.start()
         except AudioDeviceError as exc:

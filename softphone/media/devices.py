@@ -60,7 +60,9 @@ __all__ = [
     "alsa_message_count",
     "load_pyaudio",
     "quiet_stderr",
+    "server_converts_rate",
     "silence_alsa_messages",
+    "sound_server_running",
 ]
 
 # -- error codes (to be folded into softphone.media.device.AudioErrorCode) ------------------
@@ -329,6 +331,44 @@ class DeviceInfo:
             is_default_input=bool(data["is_default_input"]),
             is_default_output=bool(data["is_default_output"]),
         )
+
+
+# -- who converts sample rates -----------------------------------------------------------
+
+SOUND_SERVER_DEVICES: Final = frozenset({"pulse", "pipewire"})
+"""ALSA device names that are a sound server's own client plugin (alsa-plugins' ``pulse``,
+PipeWire's ``pipewire``): the server converts whatever rate a stream is opened at."""
+SERVER_DEFAULT_DEVICES: Final = frozenset({"default"})
+"""ALSA device names that distributions route to the sound server while one runs."""
+
+
+def sound_server_running(environ: Mapping[str, str] | None = None) -> bool:
+    """True when a PulseAudio or PipeWire server is reachable the way their ALSA plugins
+    look for one: ``PULSE_SERVER`` set, or the server's socket in ``XDG_RUNTIME_DIR``."""
+    env = os.environ if environ is None else environ
+    if env.get("PULSE_SERVER"):
+        return True
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if not runtime:
+        return False
+    return any(
+        os.path.exists(os.path.join(runtime, *part))
+        for part in (("pulse", "native"), ("pipewire-0",))
+    )
+
+
+def server_converts_rate(info: DeviceInfo, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``info`` is a sound server's device, so a stream opened at 8 kHz is
+    converted by the server (PulseAudio's speex or PipeWire's resampler, in the server's
+    process) rather than by ALSA's ``plug`` layer, whose default converter is linear
+    interpolation (audible aliasing). ALSA only: ``pulse`` and ``pipewire`` always,
+    ``default`` while a server runs (:func:`sound_server_running`); hardware devices and
+    other host APIs (Core Audio, WASAPI...) are left at their own rate."""
+    if info.host_api != "ALSA":
+        return False
+    if info.name in SOUND_SERVER_DEVICES:
+        return True
+    return info.name in SERVER_DEFAULT_DEVICES and sound_server_running(environ)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ from softphone.media.devices import (
     load_pyaudio,
     pa_error_text,
     quiet_stderr,
+    server_converts_rate,
 )
 from softphone.media.levels import LevelSlot, frame_level
 from softphone.media.resampler import Resampler
@@ -308,8 +309,11 @@ class PyAudioDevice(AudioDevice):
       with PortAudio's text) by :meth:`start` when the streams are opened.
     * ``frame_ms``: PortAudio buffer length (20 ms: shorter buffers overrun when another
       Python thread is busy, see the reference figures).
-    * ``rate``: open both streams at this rate instead of each device's default rate
-      (for example 48000 where a PulseAudio device reports 44100; 8000 to skip resampling).
+    * ``rate``: ``None``: each device at its default rate; a number: both streams at this
+      rate (for example 48000 where a PulseAudio device reports 44100; 8000 to skip
+      resampling); ``"auto"``: 8000 on a sound server's device, where the server converts
+      anyway (:func:`~softphone.media.devices.server_converts_rate`), else the device's
+      default rate (also if the server refuses 8000).
     * ``mixer`` / ``levels``: replace the device's own ``SoundMixer`` / ``LevelSlot`` (see
       :class:`AudioDevice`): the mixer's ``mix`` runs on every frame about to be played;
       the slot gets the level of every captured frame (before any mute, which the engine
@@ -329,7 +333,7 @@ class PyAudioDevice(AudioDevice):
         output: DeviceSpec = None,
         *,
         frame_ms: int = FRAME_MS,
-        rate: int | None = None,
+        rate: int | Literal["auto"] | None = None,
         mixer: SoundMixer | None = None,
         levels: LevelSlot | None = None,
         prefill_frames: int = 2,
@@ -340,7 +344,9 @@ class PyAudioDevice(AudioDevice):
     ) -> None:
         if not 5 <= frame_ms <= 200:
             raise ValueError(f"frame_ms must be between 5 and 200, got {frame_ms}")
-        if rate is not None and rate < SAMPLE_RATE:
+        if isinstance(rate, str) and rate != "auto":
+            raise ValueError(f"rate must be a number of Hz, 'auto' or None, got {rate!r}")
+        if isinstance(rate, int) and rate < SAMPLE_RATE:
             raise ValueError(f"rate must be at least {SAMPLE_RATE} Hz, got {rate}")
         super().__init__(
             prefill_frames=prefill_frames,
@@ -544,21 +550,28 @@ class PyAudioDevice(AudioDevice):
     # -- stream handling ---------------------------------------------------------------------
 
     def _open_input(self, info: DeviceInfo) -> _InputPath:
-        rate = self._rate_for(info)
-        channels = self._channels_for(info, rate, "input")
+        rate, channels = self._format_for(info, "input")
         path = _InputPath(self, info, rate, channels, self.frame_ms)
         self._open_stream(path, "input")
         return path
 
     def _open_output(self, info: DeviceInfo) -> _OutputPath:
-        rate = self._rate_for(info)
-        channels = self._channels_for(info, rate, "output")
+        rate, channels = self._format_for(info, "output")
         path = _OutputPath(self, info, rate, channels, self.frame_ms)
         self._open_stream(path, "output")
         return path
 
-    def _rate_for(self, info: DeviceInfo) -> int:
-        return self.rate if self.rate is not None else round(info.default_sample_rate)
+    def _format_for(self, info: DeviceInfo, direction: Direction) -> tuple[int, int]:
+        """The rate and channel count to open ``info`` with (see ``rate``)."""
+        native = round(info.default_sample_rate)
+        if isinstance(self.rate, int):
+            return self.rate, self._channels_for(info, self.rate, direction)
+        if self.rate == "auto" and native != SAMPLE_RATE and server_converts_rate(info):
+            try:
+                return SAMPLE_RATE, self._channels_for(info, SAMPLE_RATE, direction)
+            except AudioDeviceError:
+                pass  # the server refuses 8 kHz: convert here at the device's own rate
+        return native, self._channels_for(info, native, direction)
 
     def _unavailable(
         self, direction: Direction, info: DeviceInfo, rate: int, why: str

@@ -240,7 +240,10 @@ def build_operator(config: TuiConfig, audio: AudioManager | None = None) -> Oper
         audio = AudioManager(
             backend="pyaudio",
             settings=AudioSettings(
-                input=config.input_device, output=config.output_device, sounds=config.sounds
+                input=config.input_device,
+                output=config.output_device,
+                sounds=config.sounds,
+                rate=config.audio_rate,
             ),
         )
     return Operator(

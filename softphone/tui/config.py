@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import platformdirs
 
@@ -25,6 +25,8 @@ CONFIG_FILE: Final = "config.toml"
 HISTORY_FILE: Final = "history.sqlite3"
 
 DeviceSpec = int | str | None
+AudioRate = int | Literal["auto", "native"]
+RATE_RANGE: Final = (8000, 384000)
 
 
 class ConfigError(Exception):
@@ -45,6 +47,8 @@ class TuiConfig:
     input_device: DeviceSpec = None
     output_device: DeviceSpec = None
     sounds: bool = True
+    audio_rate: AudioRate = "auto"
+    """Sound card rate: "auto" (8 kHz on a PulseAudio/PipeWire device), "native" or Hz."""
     caller_id: str | None = None
     numbers: tuple[str, ...] = ()
     """Numbers (E.164) to be online on; empty: all of the account's numbers."""
@@ -81,7 +85,7 @@ def default_history_path() -> Path:
 
 _SECTIONS: Final[dict[str, frozenset[str]]] = {
     "core": frozenset({"url", "token_url", "token_command", "token_headers", "sandbox", "ca_file"}),
-    "audio": frozenset({"input", "output", "sounds"}),
+    "audio": frozenset({"input", "output", "sounds", "rate"}),
     "phone": frozenset({"caller_id", "numbers", "online_on_start"}),
     "keys": frozenset(),  # any action id, checked below
     "history": frozenset({"path"}),
@@ -151,12 +155,34 @@ def parse_config(raw: Mapping[str, Any], where: str = "config") -> TuiConfig:
         input_device=reader.get("audio", "input", (str, int)),
         output_device=reader.get("audio", "output", (str, int)),
         sounds=_default(reader.get("audio", "sounds", (bool,)), True),
+        audio_rate=_audio_rate(reader.get("audio", "rate", (str, int)), where),
         caller_id=caller_id,
         numbers=tuple(numbers),
         online_on_start=bool(reader.get("phone", "online_on_start", (bool,)) or False),
         keys=check_keys(keys, f"{where}: [keys]"),
         history_path=Path(history).expanduser() if history else None,
     )
+
+
+def _audio_rate(value: str | int | None, where: str) -> AudioRate:
+    return "auto" if value is None else parse_audio_rate(value, f"{where}: [audio] rate")
+
+
+def parse_audio_rate(value: str | int, where: str) -> AudioRate:
+    """``"auto"``, ``"native"`` or a rate in Hz (a number, or digits on the command line)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text == "native":
+            return "native"
+        if not text.isdigit():
+            raise ConfigError(f'{where} must be "auto", "native" or a rate in Hz, got {value!r}')
+        value = int(text)
+    low, high = RATE_RANGE
+    if not low <= value <= high:
+        raise ConfigError(f"{where} must be between {low} and {high} Hz, got {value}")
+    return value
 
 
 def _default(value: bool | None, default: bool) -> bool:
