@@ -39,17 +39,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import json
 import os
-import pty
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +60,7 @@ from tests.audio_env import (  # noqa: E402
     bandlimited_noise,
 )
 from tests.conftest import wait_until  # noqa: E402
+from tests.ptyterm import Terminal  # noqa: E402
 
 ECHO = "+15550100"
 FIRST_NUMBER = "+15550150"  # on screen once the account's numbers are loaded
@@ -72,7 +68,6 @@ SIZE = (120, 40)
 STARTUP_TARGET_S = 1.0
 IDLE_CPU_TARGET = 2.0
 CALL_CPU_TARGET = 10.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_S = 2.0  # the first seconds of a call: streams starting, buffers filling
 
 
@@ -149,88 +144,6 @@ class Core:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-# ---------------------------------------------------------------------- the console in a pty
-
-
-class Terminal:
-    """``audin-phone`` in a pseudo-terminal; a thread collects everything it draws."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        master, slave = pty.openpty()
-        cols, rows = SIZE
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.master = master
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            args,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-        os.close(slave)
-        self._output = bytearray()
-        self._seen_at: dict[bytes, float] = {}
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:
-                chunk = b""
-            with self._changed:
-                if not chunk:
-                    self._output += b"\0EOF"
-                    self._changed.notify_all()
-                    return
-                self._output += chunk
-                self._changed.notify_all()
-
-    def mark(self) -> int:
-        """The current end of the output: :meth:`wait_for` after it."""
-        with self._changed:
-            return len(self._output)
-
-    def wait_for(self, text: str, timeout: float, after: int = 0) -> float:
-        """Block until ``text`` was drawn (after offset ``after``); the monotonic time then."""
-        needle = text.encode()
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while needle not in self._output[after:]:
-                if self._output.endswith(b"\0EOF"):
-                    raise RuntimeError(f"audin-phone exited before showing {text!r}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"audin-phone did not show {text!r} in {timeout:g} s")
-                self._changed.wait(left)
-            return time.monotonic()
-
-    def type(self, keys: str) -> None:
-        for char in keys:
-            os.write(self.master, char.encode())
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.type("q")
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.terminate()
-                self.process.wait(timeout=10)
-        self._reader.join(timeout=5)
-        os.close(self.master)
 
 
 @dataclass(frozen=True)

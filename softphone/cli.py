@@ -450,7 +450,9 @@ def app_config(argv: Sequence[str]) -> TuiConfig:
     )
 
 
-async def run_app(config: TuiConfig) -> None:
+async def run_app(config: TuiConfig) -> int:
+    """Run the console until it exits; its exit status (129 / 143 after the terminal went
+    away or SIGTERM, see softphone.tui.terminal)."""
     from softphone.tui import create_app
 
     if config.sandbox:
@@ -458,17 +460,17 @@ async def run_app(config: TuiConfig) -> None:
             sandbox = replace(
                 config, core_urls=(url,), token_url=url + "/sandbox/token", token_command=()
             )
-            await _run(create_app(sandbox))
-        return
+            return await _run(create_app(sandbox))
     config.check_connection()
-    await _run(create_app(config))
+    return await _run(create_app(config))
 
 
-async def _run(app: PhoneApp) -> None:
+async def _run(app: PhoneApp) -> int:
     try:
         await app.run_async()
     finally:
         await app.operator.close(force=True)  # the app asked before quitting during a call
+    return app.return_code or EXIT_OK
 
 
 def app_main(argv: Sequence[str]) -> int:
@@ -479,7 +481,7 @@ def app_main(argv: Sequence[str]) -> int:
     logging.getLogger().addHandler(logging.NullHandler())
     try:
         config = app_config(argv)
-        asyncio.run(run_app(config))
+        return asyncio.run(run_app(config))
     except (ConfigError, UsageError) as exc:
         print(f"audin-phone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -488,7 +490,6 @@ def app_main(argv: Sequence[str]) -> int:
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,8 +6,10 @@ Build it with :func:`create_app`, which tests use to inject a config, an Operato
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import signal
 import ssl
 from collections import deque
 from collections.abc import Iterable
@@ -36,12 +38,26 @@ from softphone.tui.phone import Phone
 from softphone.tui.screens.confirm import ConfirmScreen
 from softphone.tui.screens.incoming import IncomingCallScreen
 from softphone.tui.screens.main import MainScreen
+from softphone.tui.terminal import (
+    EXIT_HANGUP,
+    EXIT_TERMINATED,
+    SHUTDOWN_DEADLINE,
+    detach_terminal,
+    exit_deadline,
+    release_input,
+    terminal_hung_up,
+)
 from softphone.tui.widgets.audio import AudioPanel
 from softphone.tui.widgets.event_log import EventLog
 
 LEVEL_POLL: Final = 0.1
 """Seconds between reads of the audio level slot (meters)."""
 Severity = Literal["information", "warning", "error"]
+ShutdownCause = Literal["hangup", "terminate"]
+_SIGNALS: Final[tuple[tuple[signal.Signals, ShutdownCause], ...]] = (
+    (signal.SIGHUP, "hangup"),
+    (signal.SIGTERM, "terminate"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +95,11 @@ class PhoneApp(App[None]):
         """Recent notifications (the toasts), newest last."""
         self._incoming: IncomingCallScreen | None = None
         self._levels = (0.0, 0.0)
+        self._on_terminal = False  # a real terminal (not run_test): watch it and the signals
+        self._signals: list[signal.Signals] = []
+        self._input_hold: int | None = None  # see detach_terminal
+        self.shutdown_cause: ShutdownCause | None = None
+        """Why the app is ending without being asked (see :meth:`shut_down`), if it is."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -90,6 +111,17 @@ class PhoneApp(App[None]):
         self.call_after_refresh(gc.freeze)
         self.set_interval(LEVEL_POLL, self._poll_levels)
         self.set_interval(1.0, self._tick)
+        if not self.is_headless:
+            self._on_terminal = True
+            self._watch_signals()
+
+    def _watch_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, cause in _SIGNALS:
+            # Not on Windows, nor outside the main thread (an embedding program's choice).
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.shut_down, cause)
+                self._signals.append(sig)
 
     async def _start(self) -> None:
         await self.phone.start()
@@ -100,9 +132,20 @@ class PhoneApp(App[None]):
 
     def on_unmount(self) -> None:
         self.bridge.detach()
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop = asyncio.get_running_loop()
+            for sig in self._signals:
+                loop.remove_signal_handler(sig)
+        self._signals.clear()
         gc.unfreeze()  # an embedding program (or the next test) goes on collecting as usual
 
     def _poll_levels(self) -> None:
+        if self._on_terminal and self.shutdown_cause is None and terminal_hung_up():
+            # No SIGHUP when it was not our controlling terminal. Checked 10 times a second:
+            # Textual's writer thread dies on the first failed write, and its queue holds
+            # only about ten screen updates before the app would block on it.
+            self.shut_down("hangup")
+            return
         levels = self.operator.audio.levels()
         if levels != self._levels and self.main.is_mounted:
             self._levels = levels
@@ -195,9 +238,29 @@ class PhoneApp(App[None]):
             return
         self.exit()
 
-    async def _hang_up_and_exit(self) -> None:
+    async def _hang_up_and_exit(self, return_code: int = 0) -> None:
         await self.phone.quit(hang_up=True)
-        self.exit()
+        if self._input_hold is not None:  # let Textual's input thread finish (EOF)
+            release_input(self._input_hold)
+            self._input_hold = None
+        self.exit(return_code=return_code)
+
+    def shut_down(self, cause: ShutdownCause) -> None:
+        """End without asking: the terminal went away (``"hangup"``: SIGHUP, or the terminal
+        reports a hang-up) or SIGTERM (``"terminate"``). Calls are hung up and recorded in
+        the history, the operator goes offline, and the app exits with status 129 / 143.
+        After a hang-up nothing is drawn any more (see :mod:`softphone.tui.terminal`)."""
+        if self.shutdown_cause is not None:
+            return
+        self.shutdown_cause = cause
+        status = EXIT_HANGUP if cause == "hangup" else EXIT_TERMINATED
+        if cause == "hangup":
+            self._begin_batch()  # no more screen updates: there is no screen
+            if self._on_terminal:
+                self._input_hold = detach_terminal()
+        if self._on_terminal:
+            exit_deadline(SHUTDOWN_DEADLINE, status)
+        self.run_worker(self._hang_up_and_exit(status), name="shutdown", group="quit")
 
     # ------------------------------------------------------------------ command palette
 
