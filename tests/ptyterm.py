@@ -19,9 +19,15 @@ import time
 from pathlib import Path
 from typing import Final
 
-__all__ = ["CLOCK_TICKS", "Terminal"]
+__all__ = ["CLOCK_TICKS", "Terminal", "process_cpu_seconds"]
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Terminal:
@@ -95,8 +101,7 @@ class Terminal:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return process_cpu_seconds(self.process.pid)
 
     def wait_closed(self, timeout: float) -> None:
         """Wait until the terminal reports end-of-file: the console exited and everything
