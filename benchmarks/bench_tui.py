@@ -60,7 +60,7 @@ from tests.audio_env import (  # noqa: E402
     bandlimited_noise,
 )
 from tests.conftest import wait_until  # noqa: E402
-from tests.ptyterm import Terminal, process_cpu_seconds  # noqa: E402
+from tests.ptyterm import Terminal, console_command, process_cpu_seconds  # noqa: E402
 
 ECHO = "+15550100"
 FIRST_NUMBER = "+15550150"  # on screen once the account's numbers are loaded
@@ -166,35 +166,8 @@ DEVICES: Final = {
 def console_args(
     core: Core, work: Path, devices: Devices = DEVICES["card"]
 ) -> tuple[list[str], dict[str, str]]:
-    script = Path(sys.executable).parent / "audin-phone"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "softphone.cli"]
-    config = work / "config.toml"
-    config.write_text("")
-    args = [
-        *command,
-        "--config",
-        str(config),
-        "--core-url",
-        core.url,
-        "--token-url",
-        core.token_url,
-        "--input",
-        devices.input,
-        "--output",
-        devices.output,
-        "--history",
-        str(work / "history.sqlite3"),
-    ]
-    env = {
-        **os.environ,
-        "TERM": "xterm-256color",
-        "HOME": str(work),
-        "XDG_CONFIG_HOME": str(work / "config"),
-        "XDG_DATA_HOME": str(work / "data"),
-        "COLUMNS": str(SIZE[0]),
-        "LINES": str(SIZE[1]),
-    }
-    return args, env
+    connection = ["--core-url", core.url, "--token-url", core.token_url]
+    return console_command(work, connection, input=devices.input, output=devices.output, size=SIZE)
 
 
 def startup(core: Core, work: Path, runs: int, results: Results) -> None:

@@ -13,15 +13,50 @@ import os
 import pty
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
 from pathlib import Path
 from typing import Final
 
-__all__ = ["CLOCK_TICKS", "Terminal", "process_cpu_seconds"]
+__all__ = ["CLOCK_TICKS", "Terminal", "console_command", "process_cpu_seconds"]
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+def console_command(
+    work: Path, connection: list[str], *, input: str, output: str, size: tuple[int, int]
+) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of ``audin-phone`` with everything of its own under
+    ``work`` (an empty config file, the history, HOME and the XDG folders), connecting as
+    ``connection`` says (``["--sandbox"]``, or ``--core-url`` and ``--token-url``)."""
+    script = Path(sys.executable).parent / "audin-phone"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "softphone.cli"]
+    config = work / "config.toml"
+    config.write_text("")
+    args = [
+        *command,
+        "--config",
+        str(config),
+        *connection,
+        "--input",
+        input,
+        "--output",
+        output,
+        "--history",
+        str(work / "history.sqlite3"),
+    ]
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "HOME": str(work),
+        "XDG_CONFIG_HOME": str(work / "config"),
+        "XDG_DATA_HOME": str(work / "data"),
+        "COLUMNS": str(size[0]),
+        "LINES": str(size[1]),
+    }
+    return args, env
 
 
 def process_cpu_seconds(pid: int) -> float:

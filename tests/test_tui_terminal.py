@@ -24,7 +24,7 @@ from softphone.tui.terminal import (
 )
 
 from .audio_env import VirtualAudio, provide_virtual_audio
-from .ptyterm import Terminal
+from .ptyterm import Terminal, console_command
 
 ECHO = "+15550100"
 FIRST_NUMBER = "+15550150"
@@ -38,30 +38,11 @@ def virtual_audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualA
 
 def console(tmp_path: Path) -> Terminal:
     """``audin-phone --sandbox`` (its own embedded core) on the virtual sound cards."""
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    args = [
-        sys.executable,
-        "-m",
-        "softphone.cli",
-        "--sandbox",
-        "--config",
-        str(config),
-        "--input",
-        VirtualAudio.MIC,
-        "--output",
-        VirtualAudio.SPEAKER,
-        "--history",
-        str(tmp_path / "history.sqlite3"),
-    ]
-    env = {
-        **os.environ,
-        "TERM": "xterm-256color",
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-    }
-    return Terminal(args, env, size=(100, 30))
+    size = (100, 30)
+    args, env = console_command(
+        tmp_path, ["--sandbox"], input=VirtualAudio.MIC, output=VirtualAudio.SPEAKER, size=size
+    )
+    return Terminal(args, env, size=size)
 
 
 def in_echo_call(term: Terminal) -> None:
