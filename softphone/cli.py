@@ -63,6 +63,10 @@ class UsageError(Exception):
     pass
 
 
+class SandboxError(Exception):
+    """The embedded sandbox core could not start (no port, no temporary folder...)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audin-phone", description="audin-phone softphone.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -153,9 +157,18 @@ async def _sandbox_core() -> AsyncIterator[str]:
     from softphone.server import CoreConfig, CoreServer
 
     logging.getLogger("audin.core").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="audin-sandbox-") as tmp:
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="audin-sandbox-")
+    except OSError as exc:
+        raise SandboxError(f"cannot start the sandbox core: no temporary folder ({exc})") from exc
+    with folder as tmp:
         server = CoreServer(CoreConfig(data_dir=Path(tmp), port=0, sandbox=True))
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            with contextlib.suppress(Exception):  # tidy what started; the cause is raised
+                await server.stop()
+            raise SandboxError(f"cannot start the sandbox core: {exc}") from exc
         try:
             yield server.url
         finally:
@@ -338,6 +351,9 @@ def call_main(argv: Sequence[str]) -> int:
     except UsageError as exc:
         print(f"audin-phone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SandboxError as exc:
+        print(f"audin-phone: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except AudioDeviceError as exc:
         print(f"audin-phone: error: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -485,8 +501,8 @@ def app_main(argv: Sequence[str]) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"audin-phone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:
-        print(f"audin-phone: error: cannot start the sandbox core: {exc}", file=sys.stderr)
+    except SandboxError as exc:
+        print(f"audin-phone: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130

@@ -187,3 +187,24 @@ def test_missing_ca_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "nope.pem" in lines[0]
     assert "no such file" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["console", "call"])
+def test_sandbox_that_cannot_start_is_a_one_line_error(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from softphone.server import CoreServer
+
+    async def refuse(self: CoreServer) -> None:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(CoreServer, "start", refuse)
+    if command == "console":
+        code = app_main(["--sandbox", "--config", "/dev/null"])
+    else:
+        code = phone_main(["call", "+15550100", "--sandbox", "--audio", "none"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "cannot start the sandbox core: [Errno 98] Address already in use" in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
