@@ -840,3 +840,24 @@ async def test_every_panel_is_visible(
                 assert region.bottom <= size[1], selector
     finally:
         await op.close(force=True)
+
+
+async def test_shut_down_hangs_up_records_the_call_and_exits_with_its_status(
+    core: CoreServer, tmp_path: Path
+) -> None:
+    """What SIGTERM (and a lost terminal) run, headless: no question asked, the call hung up
+    and recorded, the app gone with status 143. (With a real terminal: test_tui_terminal.)"""
+    async with console(core, tmp_path) as (app, pilot):
+        await dial_echo(pilot, app)
+        sid = app.phone.state.call.call.call_sid  # type: ignore[union-attr]
+        app.shut_down("terminate")
+        app.shut_down("hangup")  # a second cause changes nothing
+        await until(pilot, lambda: app.return_code is not None)
+        assert app.shutdown_cause == "terminate"
+    assert app.return_code == 143
+    row = core.store.call(sid)
+    assert row is not None
+    assert row.end_reason == "hangup"  # the core was told: the call did not just drop
+    with sqlite3.connect(tmp_path / "history.sqlite3") as db:
+        rows = db.execute("SELECT number, end_reason FROM calls").fetchall()
+    assert rows == [(ECHO, "hangup")]

@@ -54,9 +54,11 @@ LEVEL_POLL: Final = 0.1
 """Seconds between reads of the audio level slot (meters)."""
 Severity = Literal["information", "warning", "error"]
 ShutdownCause = Literal["hangup", "terminate"]
-_SIGNALS: Final[tuple[tuple[signal.Signals, ShutdownCause], ...]] = (
-    (signal.SIGHUP, "hangup"),
-    (signal.SIGTERM, "terminate"),
+_CAUSES: Final[dict[str, ShutdownCause]] = {"SIGHUP": "hangup", "SIGTERM": "terminate"}
+_SIGNALS: Final[tuple[tuple[signal.Signals, ShutdownCause], ...]] = tuple(
+    (signal.Signals[name], cause)
+    for name, cause in _CAUSES.items()
+    if hasattr(signal, name)  # Windows has no SIGHUP
 )
 
 
@@ -98,6 +100,7 @@ class PhoneApp(App[None]):
         self._on_terminal = False  # a real terminal (not run_test): watch it and the signals
         self._signals: list[signal.Signals] = []
         self._input_hold: int | None = None  # see detach_terminal
+        self._silenced = contextlib.ExitStack()  # holds the batch that stops drawing
         self.shutdown_cause: ShutdownCause | None = None
         """Why the app is ending without being asked (see :meth:`shut_down`), if it is."""
 
@@ -239,11 +242,13 @@ class PhoneApp(App[None]):
         self.exit()
 
     async def _hang_up_and_exit(self, return_code: int = 0) -> None:
-        await self.phone.quit(hang_up=True)
-        if self._input_hold is not None:  # let Textual's input thread finish (EOF)
-            release_input(self._input_hold)
-            self._input_hold = None
-        self.exit(return_code=return_code)
+        try:
+            await self.phone.quit(hang_up=True)
+        finally:
+            if self._input_hold is not None:  # let Textual's input thread finish (EOF)
+                release_input(self._input_hold)
+                self._input_hold = None
+            self.exit(return_code=return_code)
 
     def shut_down(self, cause: ShutdownCause) -> None:
         """End without asking: the terminal went away (``"hangup"``: SIGHUP, or the terminal
@@ -255,7 +260,8 @@ class PhoneApp(App[None]):
         self.shutdown_cause = cause
         status = EXIT_HANGUP if cause == "hangup" else EXIT_TERMINATED
         if cause == "hangup":
-            self._begin_batch()  # no more screen updates: there is no screen
+            # No more screen updates: there is no screen. (The batch is never closed.)
+            self._silenced.enter_context(self.batch_update())
             if self._on_terminal:
                 self._input_hold = detach_terminal()
         if self._on_terminal:

@@ -42,12 +42,16 @@ EXIT_TERMINATED: Final = 143
 SHUTDOWN_DEADLINE: Final = 10.0
 """Seconds the hang-up, history write and going offline may take before a forced exit."""
 
-_HUNG_UP: Final = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_POLL: Final = hasattr(select, "poll")  # not on Windows: no hang-up detection there
+_HUNG_UP: Final = select.POLLHUP | select.POLLERR | select.POLLNVAL if _POLL else 0
 
 
 def terminal_hung_up(fd: int = 0) -> bool:
     """True when the terminal on ``fd`` has hung up (its other side closed). A quick,
-    non-blocking ``poll``; False for a working terminal, with or without input waiting."""
+    non-blocking ``poll``; False for a working terminal, with or without input waiting
+    (and where there is no ``poll``, on Windows)."""
+    if not _POLL:
+        return False
     poller = select.poll()
     try:
         poller.register(fd, select.POLLIN)
