@@ -136,7 +136,7 @@ def profile(counter: Counter | None) -> None:
     sys.setprofile(None if counter is None else counter.hook)
 
 
-def wrap_callback(cls: type, counter: Counter, counts: list[int]) -> Callable[[], None]:
+def wrap_callback(cls: Any, counter: Counter, counts: list[int]) -> Callable[[], None]:
     """Count inside every call of ``cls.callback`` (PortAudio's thread); returns an undo."""
     original = cls.callback
 
