@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +43,10 @@ DeviceSpec = int | str | None
 DeviceFactory = Callable[["Call"], AudioDevice]
 
 
+DEVICE_RATE_RANGE: Final = (8000, 384000)
+"""Rates (Hz) ``AudioSettings.rate`` accepts as a number."""
+
+
 @dataclass
 class AudioSettings:
     """The operator's audio preferences (the seed SDK's ``audioConstraints`` and more)."""
@@ -64,10 +68,11 @@ class AudioSettings:
 
     def __post_init__(self) -> None:
         rate = self.rate
+        low, high = DEVICE_RATE_RANGE
         if isinstance(rate, bool) or not (
-            rate in ("auto", "native") or (isinstance(rate, int) and 8000 <= rate <= 384000)
+            rate in ("auto", "native") or (isinstance(rate, int) and low <= rate <= high)
         ):
-            raise ValueError(f"rate must be 'auto', 'native' or 8000-384000 Hz, got {rate!r}")
+            raise ValueError(f"rate must be 'auto', 'native' or {low}-{high} Hz, got {rate!r}")
 
     @property
     def device_rate(self) -> int | Literal["auto"] | None:

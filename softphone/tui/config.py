@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 import platformdirs
 
+from softphone.engine.audio import DEVICE_RATE_RANGE
 from softphone.protocol import ProtocolError, validate_e164
 from softphone.tui.keymap import ACTION_IDS
 
@@ -26,7 +27,6 @@ HISTORY_FILE: Final = "history.sqlite3"
 
 DeviceSpec = int | str | None
 AudioRate = int | Literal["auto", "native"]
-RATE_RANGE: Final = (8000, 384000)
 
 
 class ConfigError(Exception):
@@ -179,7 +179,7 @@ def parse_audio_rate(value: str | int, where: str) -> AudioRate:
         if not text.isdigit():
             raise ConfigError(f'{where} must be "auto", "native" or a rate in Hz, got {value!r}')
         value = int(text)
-    low, high = RATE_RANGE
+    low, high = DEVICE_RATE_RANGE
     if not low <= value <= high:
         raise ConfigError(f"{where} must be between {low} and {high} Hz, got {value}")
     return value
