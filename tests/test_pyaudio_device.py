@@ -226,9 +226,14 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
             lambda: driver.all_played and len(driver.captured) >= 55, 6, "1 s at 8 kHz"
         )
     np.testing.assert_array_equal(driver.capture()[: len(mic)], mic)  # nothing converted here
-    output = virtual_audio.read_output(SPEAKER)
-    lag, _ = find_lag(speech, output)
-    np.testing.assert_array_equal(output[lag : lag + len(speech)], speech)
+    # Every frame played comes out bit-exact, in order. (Under a loaded CI machine the
+    # test's feeding thread can fall behind and leave a gap between two frames: allowed.)
+    played = virtual_audio.read_output(SPEAKER).tobytes()
+    at = 0
+    for k in range(0, len(speech), FRAME_SAMPLES):
+        found = played.find(speech[k : k + FRAME_SAMPLES].tobytes(), at)
+        assert found >= 0, f"frame {k // FRAME_SAMPLES} not played intact (or out of order)"
+        at = found + 2 * FRAME_SAMPLES
     assert_healthy(device)
 
     other = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
