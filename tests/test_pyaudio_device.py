@@ -27,6 +27,7 @@ from softphone.media.devices import (
     alsa_message_count,
     load_pyaudio,
 )
+from softphone.media.jitter import CROSSFADE_MS
 from softphone.media.levels import frame_level
 from softphone.media.pyaudio_device import PyAudioDevice
 from softphone.media.resampler import Resampler
@@ -226,14 +227,25 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
             lambda: driver.all_played and len(driver.captured) >= 55, 6, "1 s at 8 kHz"
         )
     np.testing.assert_array_equal(driver.capture()[: len(mic)], mic)  # nothing converted here
-    # Every frame played comes out bit-exact, in order. (Under a loaded CI machine the
-    # test's feeding thread can fall behind and leave a gap between two frames: allowed.)
+    # Every frame played comes out bit-exact and in order, except where the jitter buffer
+    # itself cut delay: on a loaded machine the test's feeding thread falls behind and then
+    # queues frames in a burst, and the buffer drops one (counted in ``dropped``) and
+    # crossfades into the next one's first 4 ms. A converted stream matches no frame.
     played = virtual_audio.read_output(SPEAKER).tobytes()
-    at = 0
+    jitter = device.playback.stats()
+    xfade = round(CROSSFADE_MS * 8000 / 1000)
+    at, missing, faded = 0, [], []
     for k in range(0, len(speech), FRAME_SAMPLES):
-        found = played.find(speech[k : k + FRAME_SAMPLES].tobytes(), at)
-        assert found >= 0, f"frame {k // FRAME_SAMPLES} not played intact (or out of order)"
-        at = found + 2 * FRAME_SAMPLES
+        frame = speech[k : k + FRAME_SAMPLES]
+        found = played.find(frame.tobytes(), at)
+        if found < 0 and (found := played.find(frame[xfade:].tobytes(), at)) >= 0:
+            faded.append(k // FRAME_SAMPLES)
+        if found < 0:
+            missing.append(k // FRAME_SAMPLES)
+            continue
+        at = found + 2 * (FRAME_SAMPLES - xfade)
+    assert len(missing) <= jitter.dropped, (missing, jitter)
+    assert len(faded) <= jitter.dropped + jitter.concealed, (faded, jitter)
     assert_healthy(device)
 
     other = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
