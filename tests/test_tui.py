@@ -339,6 +339,22 @@ async def test_mute_and_dtmf_to_the_echo_line(core: CoreServer, tmp_path: Path) 
         await until(pilot, lambda: app.phone.state.call is None)
 
 
+async def test_meters_show_the_peak_between_two_reads(core: CoreServer, tmp_path: Path) -> None:
+    """The meters are read five times a second; a level that lasted one 20 ms frame between
+    two reads still shows (the device writes silence after it, 50 times a second)."""
+    async with console(core, tmp_path) as (app, pilot):
+        await dial_echo(pilot, app)
+        device = app.operator.audio.active_device
+        assert device is not None
+        panel = app.main.query_one(AudioPanel)
+        device.levels.write_input(0.9)
+        device.levels.write_output(0.7)
+        await until(pilot, lambda: panel.levels == (0.9, 0.7))
+        await until(pilot, lambda: panel.levels == (0.0, 0.0))  # the silence after it
+        await pilot.press("h")
+        await until(pilot, lambda: app.phone.state.call is None)
+
+
 async def test_dtmf_to_the_ivr_shows_its_answer(core: CoreServer, tmp_path: Path) -> None:
     async with console(core, tmp_path) as (app, pilot):
         await dial_echo(pilot, app, IVR)  # rings 2 s with early media, then answers

@@ -261,12 +261,14 @@ class AudioManager:
             if device is not None:
                 device.mixer.enabled = self.settings.sounds
 
-    def levels(self) -> tuple[float, float]:
-        """Latest (input, output) level 0..1 of the active device (0, 0 without one)."""
+    def levels(self, *, peak: bool = False) -> tuple[float, float]:
+        """(input, output) level 0..1 of the active device (0, 0 without one): the latest
+        frame's, or with ``peak`` the highest since the previous ``peak`` read (one reader:
+        a meter that polls less often than every frame and must not miss a short peak)."""
         device = self._active or self._ringer
         if device is None:
             return (0.0, 0.0)
-        return device.levels.read()
+        return device.levels.peak_since_last_read() if peak else device.levels.read()
 
     @property
     def uses_sound_card(self) -> bool:

@@ -50,8 +50,11 @@ from softphone.tui.terminal import (
 from softphone.tui.widgets.audio import AudioPanel
 from softphone.tui.widgets.event_log import EventLog
 
-LEVEL_POLL: Final = 0.1
-"""Seconds between reads of the audio level slot (meters)."""
+LEVEL_POLL: Final = 0.2
+"""Seconds between reads of the audio level slot: the meters show the peak of each 200 ms
+(baresip redraws its VU meters every 500 ms). Every meter move is a compositor pass on the
+loop the call's audio shares; at 10 Hz the meters cost ~1.4 % of a core more in a call
+(docs/performance.md). Also how often the terminal is checked for a hang-up."""
 Severity = Literal["information", "warning", "error"]
 ShutdownCause = Literal["hangup", "terminate"]
 _CAUSES: Final[dict[str, ShutdownCause]] = {"SIGHUP": "hangup", "SIGTERM": "terminate"}
@@ -144,12 +147,12 @@ class PhoneApp(App[None]):
 
     def _poll_levels(self) -> None:
         if self._on_terminal and self.shutdown_cause is None and terminal_hung_up():
-            # No SIGHUP when it was not our controlling terminal. Checked 10 times a second:
+            # No SIGHUP when it was not our controlling terminal. Checked 5 times a second:
             # Textual's writer thread dies on the first failed write, and its queue holds
-            # only about ten screen updates before the app would block on it.
+            # only about ten screen updates (2 s of meters) before the app would block on it.
             self.shut_down("hangup")
             return
-        levels = self.operator.audio.levels()
+        levels = self.operator.audio.levels(peak=True)
         if levels != self._levels and self.main.is_mounted:
             self._levels = levels
             with contextlib.suppress(NoMatches):  # the screen is being taken down

@@ -46,9 +46,13 @@ class MainScreen(Screen[None]):
         yield StatusBar(self.phone, id="status")
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield DialPad(self.phone, id="dialpad")
-                yield CallPanel(self.phone, id="call")
-                yield NumbersPanel(self.phone, id="numbers")
+                # The meters repaint a line of the audio panel five times a second, and
+                # Textual renders every widget whose container overlaps a repaint: in a
+                # container of their own, the panels above it are left out of those passes.
+                with Vertical(id="left-top"):
+                    yield DialPad(self.phone, id="dialpad")
+                    yield CallPanel(self.phone, id="call")
+                    yield NumbersPanel(self.phone, id="numbers")
                 yield AudioPanel(self.phone, id="audio")
             with Vertical(id="right"):
                 yield HistoryPanel(self.phone, id="history")

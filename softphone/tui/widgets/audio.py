@@ -1,6 +1,6 @@
 """Audio: microphone and speaker in use, live input/output meters, tests in progress.
 
-The meters move ten times a second during a call, so this panel renders line by line
+The meters move five times a second during a call, so this panel renders line by line
 (Textual's line API) from a small cache of strips: a level change repaints one line of the
 screen, and a meter line already drawn at that length is not rebuilt. A whole-panel
 repaint at 10 Hz measured about 3 % of a core on its own (docs/performance.md).
