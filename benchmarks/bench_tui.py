@@ -20,7 +20,7 @@ cancellation, noise suppression, gain control) and the default rate policy are o
     the account's numbers (imports, app, first screen, token and numbers from the core).
     Target (issue 6): median <= 1.0 s.
 (b) CPU: the same process in its pseudo-terminal, online and idle for ``--idle`` s, then in
-    an echo call typed through the terminal (levels updating at 10 Hz) for ``--call`` s;
+    an echo call typed through the terminal (meters updating at 5 Hz) for ``--call`` s;
     ``--repeat N`` runs the calls N times, the devices interleaved, and reports medians.
     The process's CPU time (all threads, /proc/PID/stat) over wall time, in % of one core.
     Targets: <= 2 % idle, <= 10 % in a call.
@@ -33,7 +33,12 @@ cancellation, noise suppression, gain control) and the default rate policy are o
     ``--skip startup cpu long sdk`` leaves parts out; (d) runs on the card.
 
 The machine's load average is printed with the figures: on a shared machine other work
-inflates start-up times and CPU shares.
+inflates start-up times and CPU shares. And the machine's own speed drifts (on the
+development VM start-up took 0.67 s one day and 1.03 s the next with the same code, and the
+sound server's CPU in the same call rose from 1.6 to 2.5 %), so (0) measures it first: the
+CPU time of one frame's audio work (echo canceller reference and processing of a captured
+frame, μ-law encoding) run every 20 ms like in a call, where it starts from cold caches,
+and back to back. Compare runs of (a)-(d) only with similar (0) figures.
 """
 
 from __future__ import annotations
@@ -113,6 +118,35 @@ def median_of(figures: list[Figure]) -> list[Figure]:
         first = runs[0]
         merged.append(Figure(label, statistics.median(values), first.target, first.unit))
     return merged
+
+
+def machine_speed(results: Results, frames: int = 250) -> None:
+    """(0): CPU time of one frame's audio work, every 20 ms (cold) and back to back (hot)."""
+    import numpy as np
+
+    from softphone.media.g711 import encode_mulaw
+    from softphone.media.processing import AudioProcessor
+
+    rng = np.random.default_rng(0)
+    pcm = [(rng.standard_normal(160) * 3000).astype(np.int16) for _ in range(50)]
+    processor = AudioProcessor(8000)
+
+    def frame(i: int) -> None:
+        processor.process_render(pcm[i % 50])
+        encode_mulaw(processor.process_capture(pcm[(i + 7) % 50])).tobytes()
+
+    print(f"(0) machine speed ({load()})")
+    for i in range(100):  # warm up the echo canceller
+        frame(i)
+    for label, pause in (("every 20 ms (cold)", 0.02), ("back to back (hot)", 0.0)):
+        costs = []
+        for i in range(frames):
+            if pause:
+                time.sleep(pause)
+            start = time.thread_time_ns()
+            frame(i)
+            costs.append((time.thread_time_ns() - start) / 1000)
+        results.add(f"one frame's audio work, {label}", statistics.median(costs), None, "µs")
 
 
 def load() -> str:
@@ -408,6 +442,7 @@ def main() -> None:
             work = Path(tmp)
             core = Core(work / "core")
             try:
+                machine_speed(all_results)
                 if "startup" not in args.skip:
                     startup(core, work, args.runs, all_results)
                 if "cpu" not in args.skip:
