@@ -70,7 +70,7 @@ def test_terminal_gone_mid_call_hangs_up_records_and_exits(
 ) -> None:
     """The pty's other side closes without a SIGHUP (the pty is not the console's controlling
     terminal): before, Textual's input thread spun on the end-of-file for good and the
-    process never exited. Now the console notices within 0.1 s, hangs up, records the
+    process never exited. Now the console notices within 0.2 s, hangs up, records the
     call and exits with 129 well before its shutdown deadline."""
     with console(tmp_path) as term:
         in_echo_call(term)

@@ -8,7 +8,7 @@ console would either die at once on ``SIGHUP`` (the call never recorded in the h
 without the signal, hang for good: Textual's input thread spins on the end-of-file and the
 screen writer blocks once its thread has died on the failed write.
 
-So the app treats both as "the terminal is gone" (:func:`terminal_hung_up`, checked ten
+So the app treats both as "the terminal is gone" (:func:`terminal_hung_up`, checked five
 times a second, and ``SIGHUP``): it stops drawing, points descriptors 0-2 away from the
 dead terminal (:func:`detach_terminal`), hangs up, records the call, goes offline and exits
 with status 129 (128 + SIGHUP). ``SIGTERM`` (a service manager, ``kill``) does the same
