@@ -171,6 +171,11 @@ def assert_frames_intact(
     assert len(missing) <= jitter.dropped, (missing, jitter)
     assert len(faded) <= jitter.dropped + jitter.concealed, (faded, jitter)
     assert first >= 0
+    # Between the frames only what the buffer says it played in their place: concealment,
+    # or silence while re-buffering.
+    frames = len(speech) // FRAME_SAMPLES - len(missing)
+    span = at // 2 - first
+    assert span <= (frames + jitter.concealed + jitter.idle) * FRAME_SAMPLES, (span, jitter)
     return first
 
 
