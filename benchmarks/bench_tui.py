@@ -359,6 +359,9 @@ async def long_call(
         first = start.input_overflows + start.output_underflows + start.playback_underruns
         results.add(f"  of these in the first {START_S:g} s (stream start)", first)
         results.add(f"{kind}: frames played", stats.frames_played)
+        # The jitter buffer keeping its delay: frames added or taken out at a pause.
+        results.add(f"{kind}: playout frames inserted", stats.playback_inserted)
+        results.add(f"{kind}: playout frames dropped", stats.playback_dropped)
         results.add(f"{kind}: longest audio callback", realtime.max_callback_us / 1000, None, "ms")
         results.add(f"{kind}: p99 audio callback", realtime.p99_callback_us / 1000, None, "ms")
         results.add(f"{kind}: CPU of this process, headless (%)", cpu_share, None, "%")

@@ -108,7 +108,9 @@ def check_invariants(jb: JitterBuffer, pops: int | None = None) -> JitterStats:
     assert s.pushed == s.played + s.dropped + s.late + s.duplicates + s.flushed + s.depth
     if pops is not None:
         assert pops == s.played + s.concealed + s.idle
-    assert 0 <= s.underruns <= s.concealed
+    assert s.underruns >= 0
+    assert s.inserted >= 0
+    assert s.underruns + s.inserted <= s.concealed
     assert s.lost >= 0
     assert jb.min_delay_ms <= s.target_delay_ms <= jb.max_delay_ms
     assert s.current_delay_ms <= max(jb.max_delay_ms, jb.frame_ms)
@@ -389,6 +391,55 @@ def test_catch_up_drops_a_loud_frame_with_a_crossfade_when_no_quiet_one_comes() 
     assert ident_tone(rows[i - 1].out) == k - 2
     assert abs(int(rows[i].out[0]) - int(rows[i - 1].out[-1])) < 1500  # crossfaded, no step
     assert np.array_equal(rows[i].out[32:], tone(k)[32:])
+
+
+def drift_frame(k: int) -> np.ndarray:
+    """Talk with a pause: every 25th frame is quiet (peak < -30 dBFS), the others loud."""
+    if k % 25 == 0:
+        return np.full(FRAME, k // 25, dtype=np.int16)
+    return frame(k)
+
+
+def drift_ident(out: np.ndarray) -> int:
+    value = int(out[-1])
+    return value - 2000 if value >= 2000 else value * 25
+
+
+@pytest.mark.parametrize("ppm", [1000, -1000])
+def test_clock_drift_keeps_every_wait_within_the_target_band(ppm: int) -> None:
+    """The sender's clock runs 0.1 % slow (or fast) against the device's: over 60 s the
+    arrivals slide 60 ms later (earlier) against the pops, whatever the network does.
+
+    Every frame must still wait at least what the target asks for (40 ms, counting the frame
+    played: 20 ms from arrival to playout) and at most one frame more: the buffer adds one
+    frame of delay (at a pause) as the arrivals slide closer to the pops, and drops one as
+    they slide away, instead of running dry (a concealed underrun every 20 s here) or
+    growing. The old span-counted catch-up let the wait fall to zero.
+    """
+    jb, clock = new(min_delay_ms=40)
+    rate = 1 + ppm / 1e6
+    arrivals = [(k * TICK * rate + 0.001, k) for k in range(3000)]
+    arrived = dict((k, t) for t, k in arrivals)
+    rows = simulate(jb, clock, arrivals, 2990, make=drift_frame)
+    s = check_invariants(jb, pops=2990)
+    assert s.underruns == 0
+    assert s.concealed == s.inserted
+    assert (s.lost, s.late) == (0, 0)
+    played = [(i, drift_ident(r.out)) for i, r in enumerate(rows) if r.played]
+    assert [k for _, k in played] == sorted(k for _, k in played)
+    waits = [rows[i].t - arrived[k] for i, k in played[50:]]
+    assert min(waits) >= 0.020 - 0.001
+    assert max(waits) <= 0.040 + 0.001
+    if ppm > 0:
+        assert s.inserted == 3  # 60 ms of drift, one frame each 20 ms
+        for i, r in enumerate(rows):
+            if i > 10 and not r.played:  # an insertion: right after a pause, faded
+                assert rows[i - 1].played
+                assert np.abs(rows[i - 1].out).max() < 1024
+                assert np.abs(r.out).max() < 1024
+    else:
+        assert s.inserted == 0
+        assert 3 <= s.dropped <= 4  # the drift and maybe the start surplus
 
 
 _TONE_TAILS = {tone(k)[32:].tobytes(): k for k in range(500)}

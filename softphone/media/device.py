@@ -103,6 +103,7 @@ class DeviceStats:
     playback_late: int = 0  # frames that arrived after their playout slot
     playback_lost: int = 0  # frames that never arrived (sequence gaps)
     playback_concealed: int = 0  # frames synthesised by loss concealment
+    playback_inserted: int = 0  # of which added on purpose to keep the playout delay
     playback_delay_ms: float = 0.0  # audio buffered for playout now
     playback_target_ms: float = 0.0  # the jitter buffer's adaptive target delay
     playback_jitter_ms: float = 0.0  # RFC 3550 interarrival jitter of received frames
@@ -215,6 +216,7 @@ class AudioDevice(abc.ABC):
             playback_late=jb.late,
             playback_lost=jb.lost,
             playback_concealed=jb.concealed,
+            playback_inserted=jb.inserted,
             playback_delay_ms=jb.current_delay_ms,
             playback_target_ms=jb.target_delay_ms,
             playback_jitter_ms=jb.jitter_ms,

@@ -35,17 +35,31 @@ Adaptation
   ones do. During the first 50 arrivals it is at least ``start_delay_ms``. ``jitter_ms``
   is the RFC 3550 interarrival jitter (``J += (|D| - J) / 16``, from the timestamps), a
   reported metric only.
-* *Growing* the delay is passive: it grows only when a frame is missing and the buffer is
-  at or below the target (waiting for it, above, at most the target's worth of ticks),
-  which is exactly when more delay is needed.
+* *Wait band*: each frame carries its arrival time; ``pop`` reads the clock once and
+  measures the *wait* (arrival to playout) of every frame it plays. The target counts the
+  frame being played, so an on-time frame must wait at least ``low = target - frame_ms``
+  (the 95th-percentile late frame then arrives just in time, and the floor's extra frames
+  are a margin). Over each window of ``HOLD_POPS`` (10, 200 ms) frames played in sequence:
+  if even the frame that waited least waited ``k`` frames more than ``low``, ``k`` frames
+  are to be dropped; if even the frame that waited most waited less than ``low``, one
+  frame of delay is to be inserted. So waits stay within one frame (plus the window's
+  lateness) above ``low`` whatever the phase of the arrivals against the pops, and a
+  sender clock slower or faster than the device's (the arrivals slide against the pops)
+  costs an inserted or dropped frame at a pause, not an underrun: counting frames alone
+  (the span at pop time), the wait can slide to zero without a single frame missing.
+* *Growing* the delay: (1) when a frame is missing and the buffer is at or below the
+  target, playout waits for it (above, at most the target's worth of ticks), which is
+  exactly when more delay is needed; (2) an insertion (above) waits up to 300 ms for the
+  last played frame to be quiet (peak < -30 dBFS), then plays a faded repeat of it
+  (``concealed`` and ``inserted``) while the position stays.
 * *Shrinking* (catch-up, no permanent delay growth): (1) after the play position stood still
   for ``n`` ticks (a stall: the buffer ran dry, then a burst came), up to ``n`` of the
   oldest, now stale frames are discarded at once, down to the target (``dropped``);
-  (2) if the depth seen by ``pop`` stayed above the target for a whole 200 ms window, the
-  surplus is dropped one frame per pop, preferring quiet frames (peak < -30 dBFS) and
-  otherwise after 300 ms (surplus of one frame) or at every other pop (larger surplus),
-  crossfaded (``dropped``); (3) a push that would make the buffered span exceed
-  ``max_delay_ms`` drops the oldest frames down to the target (``dropped``).
+  (2) frames to drop (above) go one per pop, preferring quiet frames and otherwise after
+  300 ms (one frame) or at every other pop (more), crossfaded, and only while the frame
+  played instead still waits ``low`` (``dropped``); (3) a push that would make the
+  buffered span exceed ``max_delay_ms`` drops the oldest frames down to the target
+  (``dropped``).
 * *Re-buffering*: after ``max_delay_ms`` of an empty buffer (the far end went quiet),
   playout stops and restarts like at the beginning once the target is buffered again.
 
@@ -63,7 +77,7 @@ Counter invariants (exact in every :meth:`JitterBuffer.stats` snapshot)
 * ``pushed == played + dropped + late + duplicates + flushed + depth`` -- every push ends
   in exactly one place (``flushed``: discarded by :meth:`JitterBuffer.reset`).
 * ``pops == played + concealed + idle`` -- every pop is exactly one of the three.
-* ``underruns <= concealed``; ``lost >= 0``; ``min_delay_ms <= target_delay_ms <=
+* ``underruns + inserted <= concealed``; ``lost >= 0``; ``min_delay_ms <= target_delay_ms <=
   max_delay_ms``; ``current_delay_ms <= max(max_delay_ms, frame_ms)`` after every push.
 * Each sequence slot the play position passed since the stream started is exactly one
   of: played, dropped, lost, or late (arrived after its slot was counted lost).
@@ -80,8 +94,8 @@ one removal from a sorted list of up to 250 floats, a few us) runs in ``push`` *
 that lock, under a second lock that ``pop`` never takes. So the device thread can only
 ever wait for the other side to finish a few microseconds of bookkeeping, the same order
 as a GIL switch, which any Python code in a PortAudio callback already accepts. ``pop``
-never waits for data, never allocates beyond numpy scalars and slice views, and never
-calls the clock (measured: ~1.3 us playing a frame, ~6 us concealing).
+never waits for data, never allocates beyond numpy scalars and slice views, and calls the
+clock once when it plays a frame (measured: ~1.3 us playing a frame, ~6 us concealing).
 
 Counters are plain ``int`` attributes, readable from any thread without locking (a value
 may be one update old); :meth:`JitterBuffer.stats` takes the lock for a consistent snapshot.
@@ -115,8 +129,8 @@ _NO_SEQ: Final = -(1 << 62)  # never a real extended sequence number
 
 PERCENTILE: Final = 0.95
 WARMUP_FRAMES: Final = 50  # arrivals before the estimate may go below start_delay_ms
-HOLD_POPS: Final = 10  # catch-up: pops the depth must stay above the target (200 ms)
-QUIET_WAIT_POPS: Final = 15  # catch-up: how long to wait for a quiet frame to drop (300 ms)
+HOLD_POPS: Final = 10  # frames played in sequence per drop / insert decision (200 ms)
+QUIET_WAIT_POPS: Final = 15  # how long a drop or insertion waits for a quiet frame (300 ms)
 QUIET_PEAK: Final = 1024  # peak |sample| below which a frame counts as quiet (-30 dBFS)
 CROSSFADE_MS: Final = 4.0
 # Consecutive concealed frame k (1-based) ramps from CONCEAL_GAINS[k-1][0] to [k-1][1];
@@ -136,6 +150,7 @@ class JitterStats:
     dropped: int  # buffered frames discarded to cut delay (catch-up, overflow, stream restart)
     duplicates: int  # frames received twice (discarded)
     underruns: int  # concealed pops while playing with nothing at all buffered
+    inserted: int  # concealed pops that added one frame of delay on purpose (arrivals drifted)
     idle: int  # pops that returned silence because playout had not (re)started
     flushed: int  # frames discarded by reset()
     depth: int  # frames buffered now
@@ -235,6 +250,7 @@ class JitterBuffer:
         self.dropped = 0
         self.duplicates = 0
         self.underruns = 0
+        self.inserted = 0
         self.idle = 0
         self.flushed = 0
 
@@ -244,7 +260,7 @@ class JitterBuffer:
 
     def _clear_stream(self) -> None:
         """Forget the stream (buffer must be empty or accounted for). Caller holds the locks."""
-        self._frames: dict[int, tuple[Frame, bool]] = {}
+        self._frames: dict[int, tuple[Frame, bool, float]] = {}  # (pcm, quiet, arrival)
         self._max = 0  # highest buffered sequence (valid while _frames is not empty)
         self._pos: int | None = None  # play position: the sequence due at the next pop
         self._ref_seq: int | None = None  # highest sequence seen (unwrapping reference)
@@ -257,12 +273,19 @@ class JitterBuffer:
         self._prev_seq: int | None = None  # sequence of the frame output by the last pop
         self._prev_last = 0  # last sample output by the last pop
         self._after_idle = True  # the last pop was idle silence (or nothing was played yet)
-        self._win_min = 1 << 30
-        self._win_n = 0
-        self._pending = 0
+        self._last_quiet = True  # the last frame played was quiet (peak < QUIET_PEAK)
+        self._reset_window()
         self._waited = 0
         self._recv = [_NO_SEQ] * HISTORY
         self._late_mark = [_NO_SEQ] * HISTORY
+
+    def _reset_window(self) -> None:
+        """Start a new catch-up / growth window; cancel a pending drop or insertion."""
+        self._win_min = math.inf  # least wait of a frame played in the window (s)
+        self._win_max = -math.inf  # greatest wait of a frame played in the window (s)
+        self._win_n = 0
+        self._pending = 0  # frames to drop (catch-up)
+        self._grow = False  # one frame of delay to insert
 
     def _reset_estimator(self) -> None:
         self._observed = 0
@@ -318,6 +341,7 @@ class JitterBuffer:
                 dropped=self.dropped,
                 duplicates=self.duplicates,
                 underruns=self.underruns,
+                inserted=self.inserted,
                 idle=self.idle,
                 flushed=self.flushed,
                 depth=len(self._frames),
@@ -344,13 +368,15 @@ class JitterBuffer:
         quiet = max(int(pcm.max()), -int(pcm.min())) < QUIET_PEAK
         with self._est_lock:
             with self._lock:
-                ext, restarted = self._accept(pcm, quiet, sequence)
+                ext, restarted = self._accept(pcm, quiet, sequence, now)
             if restarted:
                 self._reset_estimator()
             if ext is not None:
                 self._observe(ext, timestamp, now)
 
-    def _accept(self, pcm: Frame, quiet: bool, sequence: int | None) -> tuple[int | None, bool]:
+    def _accept(
+        self, pcm: Frame, quiet: bool, sequence: int | None, now: float
+    ) -> tuple[int | None, bool]:
         """Bookkeeping of one push under the lock: (sequence to observe or None, restarted)."""
         self.pushed += 1
         ref = self._ref_seq
@@ -391,7 +417,7 @@ class JitterBuffer:
         frames = self._frames
         if not frames or ext > self._max:
             self._max = ext
-        frames[ext] = (pcm, quiet)
+        frames[ext] = (pcm, quiet, now)
         self._recv[slot] = ext
         if self._max - pos + 1 > self._max_frames:
             self._cut_to_target()
@@ -415,9 +441,7 @@ class JitterBuffer:
         if self._started:
             self.lost += (new_pos - pos) - dropped
         self._pos = new_pos
-        self._win_min = 1 << 30
-        self._win_n = 0
-        self._pending = 0
+        self._reset_window()
 
     def _observe(self, ext: int, timestamp: int | None, now: float) -> None:
         """Update the jitter estimate and the target with one arrival (under _est_lock)."""
@@ -500,9 +524,7 @@ class JitterBuffer:
             self._started = True
             self._base = lowest
         self._playing = True
-        self._win_min = 1 << 30
-        self._win_n = 0
-        self._pending = 0
+        self._reset_window()
         return True
 
     def _pop_playing(self) -> Frame:
@@ -511,20 +533,7 @@ class JitterBuffer:
         assert pos is not None
         tf = self._target_frames
         span = self._max - pos + 1 if frames else 0
-
-        # Catch-up window: did the depth stay above the target for HOLD_POPS pops?
-        if span > 0 and self._stall == 0:
-            self._win_min = min(self._win_min, span)
-            self._win_n += 1
-            if self._win_n >= HOLD_POPS and self._pending == 0:
-                self._pending = max(0, self._win_min - tf)
-                self._waited = 0
-                self._win_min = 1 << 30
-                self._win_n = 0
-        else:
-            self._win_min = 1 << 30
-            self._win_n = 0
-            self._pending = 0
+        in_step = self._stall == 0  # the previous pop did not wait for a missing frame
 
         # After a stall, the oldest frames are stale: drop them down to the target.
         stall = self._stall
@@ -538,24 +547,50 @@ class JitterBuffer:
             stall -= 1
         self._stall = stall
 
-        item = frames.pop(pos, None)
+        item = frames.get(pos)
         if item is not None:
-            if self._pending > 0 and pos + 1 in frames and span - 1 >= tf:
-                limit = QUIET_WAIT_POPS if self._pending == 1 else 1
-                if item[1] or self._waited >= limit:
-                    self.dropped += 1
-                    pos += 1
-                    item = frames.pop(pos)
-                    self._pending -= 1
+            now = self._clock()
+            # The least wait (arrival to playout) the target asks of an on-time frame: the
+            # target counts the frame being played, so one frame less.
+            low = (self._target_ms - self.frame_ms) / 1000.0
+            if in_step:
+                self._measure(now - item[2], low)
+            else:
+                self._reset_window()
+            if self._pending > 0:
+                nxt = frames.get(pos + 1)
+                if nxt is not None and now - nxt[2] < low - 1e-9:
+                    self._pending = 0  # dropping now would cut into the target
+                elif nxt is not None:
+                    limit = QUIET_WAIT_POPS if self._pending == 1 else 1
+                    if item[1] or self._waited >= limit:
+                        del frames[pos]
+                        self.dropped += 1
+                        pos += 1
+                        item = nxt
+                        self._pending -= 1
+                        self._waited = 0
+                        self._restart_window()
+                    else:
+                        self._waited += 1
+            elif self._grow:
+                if self._last_quiet or self._waited >= QUIET_WAIT_POPS:
+                    # One frame of delay, added where it is least audible: the position
+                    # stays, a faded repeat of the last (quiet) frame plays in its place.
+                    self._grow = False
                     self._waited = 0
-                else:
-                    self._waited += 1
-            elif self._pending > 0 and span - 1 < tf:
-                self._pending = 0
+                    self._restart_window()
+                    self._pos = pos
+                    self.inserted += 1
+                    return self._conceal()
+                self._waited += 1
+            del frames[pos]
+            self._last_quiet = item[1]
             self._pos = pos + 1
             self._stall = 0
             return self._play(pos, item[0])
 
+        self._reset_window()
         if frames:  # a gap: later frames are buffered
             if span > tf or stall >= tf:
                 self.lost += 1  # skip the missing frame
@@ -569,6 +604,31 @@ class JitterBuffer:
                 self._playing = False
         self._pos = pos
         return self._conceal()
+
+    def _measure(self, wait: float, low: float) -> None:
+        """Add one played frame's wait to the window; decide on a drop or an insertion.
+
+        After ``HOLD_POPS`` frames played in sequence: if even the frame that waited least
+        could wait ``k`` frames less and still wait ``low``, ``k`` frames are to be dropped;
+        if even the frame that waited most waited less than ``low`` (the arrivals drifted
+        closer to the pops than the target allows), one frame of delay is to be inserted.
+        """
+        self._win_min = min(self._win_min, wait)
+        self._win_max = max(self._win_max, wait)
+        self._win_n += 1
+        if self._win_n >= HOLD_POPS and self._pending == 0 and not self._grow:
+            if self._win_max < low - 1e-9:
+                self._grow = True
+            else:
+                self._pending = max(0, int((self._win_min - low) / self._frame_s + 1e-6))
+            self._waited = 0
+            self._restart_window()
+
+    def _restart_window(self) -> None:
+        """Forget the waits measured so far (a decision was taken, or the waits moved)."""
+        self._win_min = math.inf
+        self._win_max = -math.inf
+        self._win_n = 0
 
     def _play(self, seq: int, frame: Frame) -> Frame:
         self.played += 1
