@@ -36,10 +36,10 @@ Adaptation
   is the RFC 3550 interarrival jitter (``J += (|D| - J) / 16``, from the timestamps), a
   reported metric only.
 * *Wait band*: each frame carries its arrival time; ``pop`` reads the clock once and
-  measures the *wait* (arrival to playout) of every frame it plays. The target counts the
-  frame being played, so an on-time frame must wait at least ``low = target - frame_ms``
-  (the 95th-percentile late frame then arrives just in time, and the floor's extra frames
-  are a margin). Over each window of ``HOLD_POPS`` (10, 200 ms) frames played in sequence:
+  measures the *wait* (arrival to playout) of every frame it plays. The target, in whole
+  frames, counts the frame being played, so an on-time frame must wait at least
+  ``low = (ceil(target / frame_ms) - 1) * frame_ms`` (the 95th-percentile late frame then
+  arrives in time, and the floor's extra frames are a margin). Over each window of ``HOLD_POPS`` (10, 200 ms) frames played in sequence:
   if even the frame that waited least waited ``k`` frames more than ``low``, ``k`` frames
   are to be dropped; if even the frame that waited most waited less than ``low``, one
   frame of delay is to be inserted. So waits stay within one frame (plus the window's
@@ -551,8 +551,8 @@ class JitterBuffer:
         if item is not None:
             now = self._clock()
             # The least wait (arrival to playout) the target asks of an on-time frame: the
-            # target counts the frame being played, so one frame less.
-            low = (self._target_ms - self.frame_ms) / 1000.0
+            # target in whole frames, less the frame being played.
+            low = (tf - 1) * self._frame_s
             if in_step:
                 self._measure(now - item[2], low)
             else:
