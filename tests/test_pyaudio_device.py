@@ -257,9 +257,13 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
         assert (device.input_rate, device.output_rate) == (8000, 8000)
         assert device._input is not None
         assert device._input.resampler.ratio == (1, 1)
+        # One device for both directions: one full-duplex stream, one callback for both.
+        assert device.realtime_stats().duplex
+        assert system.open_streams == 1
         driver.run_until(
             lambda: driver.all_played and len(driver.captured) >= 55, 6, "1 s at 8 kHz"
         )
+        assert abs(device.input_callbacks - device.output_callbacks) <= 1
     np.testing.assert_array_equal(driver.capture()[: len(mic)], mic)  # nothing converted here
     assert_frames_intact(speech, virtual_audio.read_output(SPEAKER), device)
     assert_healthy(device)
@@ -267,8 +271,83 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
     other = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
     with other:
         assert (other.input_rate, other.output_rate) == (44100, 44100)
+        assert not other.realtime_stats().duplex  # two devices, two clocks: two streams
+        assert system.open_streams == 2
     with pytest.raises(ValueError, match="'auto' or None"):
         PyAudioDevice(system, MIC, SPEAKER, rate="fast")  # type: ignore[arg-type]
+
+
+def test_a_duplex_device_switches_each_direction_on_its_own(
+    system: AudioSystem, virtual_audio: VirtualAudio
+) -> None:
+    """Switching the microphone of a full-duplex device gives the input a stream of its own
+    while the duplex stream goes on playing; switching the speaker too retires it."""
+    voice_a = bandlimited_noise(3.0, 8000, seed=51)
+    voice_b = bandlimited_noise(3.0, 8000, seed=52)
+    virtual_audio.write_input(MIC, voice_a, rate=8000)
+    virtual_audio.write_input(MIC2, voice_b, rate=8000)
+    virtual_audio.clear_output(SPEAKER2)
+    server = VirtualAudio.SERVER
+    device = PyAudioDevice(system, server, server, rate=8000)
+    driver = Driver(device, play=bandlimited_noise(3.0, 8000, seed=53))
+    with device, ThreadPoolExecutor(1) as worker:
+        driver.run_until(lambda: len(driver.captured) >= 25, 5, "0.5 s in duplex")
+        assert device.realtime_stats().duplex
+        assert system.open_streams == 1
+        played = device.stats().frames_played
+        switched = worker.submit(device.switch_input, MIC2)
+        driver.run_until(switched.done, 5, "the microphone switch")
+        assert switched.result().name == MIC2
+        at_switch = len(driver.captured)
+        driver.run_until(lambda: len(driver.captured) >= at_switch + 25, 5, "0.5 s on MIC2")
+        assert not device.realtime_stats().duplex
+        assert system.open_streams == 2  # the new microphone's, and the duplex one playing
+        assert device.stats().frames_played - played >= 25
+        switched = worker.submit(device.switch_output, SPEAKER2)
+        driver.run_until(switched.done, 5, "the speaker switch")
+        assert switched.result().name == SPEAKER2
+        assert system.open_streams == 2  # the duplex stream is closed
+        target = device.stats().frames_played + 25
+        driver.run_until(lambda: device.stats().frames_played >= target, 5, "0.5 s on SPEAKER2")
+    after = np.concatenate(driver.captured[at_switch + 2 :])
+    lag, score = find_lag(after, voice_b)
+    assert score > 0.95, f"microphone 2 not heard after the switch ({score:.3f})"
+    assert lag < 8 * 200  # heard from (about) its start: the new stream began there
+    assert int(np.abs(virtual_audio.read_output(SPEAKER2)).max()) > 1000  # speaker 2 played
+    assert device.realtime_stats().input_switches == 1
+    assert_healthy(device)
+
+
+def test_a_device_refusing_a_duplex_stream_gets_two(
+    system: AudioSystem, virtual_audio: VirtualAudio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    virtual_audio.write_input(MIC, bandlimited_noise(1.0, 8000, seed=54), rate=8000)
+    real_open = system.pyaudio.open
+    opened: list[tuple[bool, bool]] = []
+
+    def open_stream(**kwargs: object) -> object:
+        opened.append((bool(kwargs.get("input")), bool(kwargs.get("output"))))
+        if kwargs.get("input") and kwargs.get("output"):
+            raise OSError(-9999, "Unanticipated host error")
+        return real_open(**kwargs)
+
+    monkeypatch.setattr(system.pyaudio, "open", open_stream)
+    server = VirtualAudio.SERVER
+    device = PyAudioDevice(system, server, server, rate=8000)
+    driver = Driver(device, play=bandlimited_noise(0.4, 8000, seed=55))
+    with device:
+        driver.run_until(lambda: driver.all_played, 5, "0.4 s on two streams")
+        assert not device.realtime_stats().duplex
+        assert system.open_streams == 2
+    assert opened == [(True, True), (True, False), (False, True)]
+    assert device.duplex_refused is not None
+    assert "host error" in device.duplex_refused.lower()
+    assert_healthy(device)
+
+    opened.clear()  # duplex=False: not even tried
+    with PyAudioDevice(system, server, server, rate=8000, duplex=False) as plain:
+        assert not plain.realtime_stats().duplex
+    assert opened == [(True, False), (False, True)]
 
 
 def test_switch_microphone_mid_call(system: AudioSystem, virtual_audio: VirtualAudio) -> None:
