@@ -37,16 +37,17 @@ Adaptation
   reported metric only.
 * *Wait band*: each frame carries its arrival time; ``pop`` reads the clock once and
   measures the *wait* (arrival to playout) of every frame it plays. The target, in whole
-  frames, counts the frame being played, so an on-time frame must wait at least
-  ``low = (ceil(target / frame_ms) - 1) * frame_ms`` (the 95th-percentile late frame then
-  arrives in time, and the floor's extra frames are a margin). Over each window of ``HOLD_POPS`` (10, 200 ms) frames played in sequence:
-  if even the frame that waited least waited ``k`` frames more than ``low``, ``k`` frames
-  are to be dropped; if even the frame that waited most waited less than ``low``, one
-  frame of delay is to be inserted. So waits stay within one frame (plus the window's
-  lateness) above ``low`` whatever the phase of the arrivals against the pops, and a
-  sender clock slower or faster than the device's (the arrivals slide against the pops)
-  costs an inserted or dropped frame at a pause, not an underrun: counting frames alone
-  (the span at pop time), the wait can slide to zero without a single frame missing.
+  frames, counts the frame being played, so an on-time frame must wait at least ``low =
+  (ceil(target / frame_ms) - 1) * frame_ms`` (the 95th-percentile late frame then arrives in
+  time, and the floor's extra frames are a margin). Over each window of ``HOLD_POPS`` (10,
+  200 ms) frames played in sequence: if even the frame that waited least waited ``k`` frames
+  more than ``low``, ``k`` frames are to be dropped; if even the frame that waited most
+  waited less than ``low``, one frame of delay is to be inserted. So waits stay within one
+  frame (plus the window's lateness) above ``low`` whatever the phase of the arrivals
+  against the pops, and a sender clock slower or faster than the device's (the arrivals
+  slide against the pops) costs an inserted or dropped frame at a pause, not an underrun:
+  counting frames alone (the span at pop time), the wait can slide to zero without a single
+  frame missing.
 * *Growing* the delay: (1) when a frame is missing and the buffer is at or below the
   target, playout waits for it (above, at most the target's worth of ticks), which is
   exactly when more delay is needed; (2) an insertion (above) waits up to 300 ms for the
@@ -86,7 +87,8 @@ Threads
 -------
 One ``threading.Lock`` guards the buffer. ``pop`` holds it for O(1) work (dict look-ups,
 counter updates; concealment and crossfades are numpy operations on preallocated
-160-sample buffers, about a microsecond each; O(depth) when playout starts); ``push``
+160-sample buffers, about a microsecond each, and so is the peak of a frame while a drop or
+an insertion waits for a quiet one; O(depth) when playout starts); ``push``
 holds it for O(depth) work at most (depth <= ``max_delay_ms / frame_ms`` + 1, i.e. 11
 frames): no I/O, no logging, no waiting, no large allocation (a sequence restart or
 ``reset`` allocates two 1024-entry lists). The jitter estimator (one insertion into and
@@ -136,6 +138,13 @@ CROSSFADE_MS: Final = 4.0
 # Consecutive concealed frame k (1-based) ramps from CONCEAL_GAINS[k-1][0] to [k-1][1];
 # from frame len(CONCEAL_GAINS) + 1 on (80 ms) the output is silence.
 CONCEAL_GAINS: Final = ((0.7, 0.7), (0.7, 0.45), (0.45, 0.2), (0.2, 0.0))
+
+
+def _quiet(frame: Frame) -> bool:
+    """Peak below ``QUIET_PEAK``: dropping or repeating this frame is hardly audible.
+    Computed only while a drop or an insertion waits for such a frame (two numpy
+    reductions, a few µs), not for every frame pushed."""
+    return max(int(frame.max()), -int(frame.min())) < QUIET_PEAK
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +269,7 @@ class JitterBuffer:
 
     def _clear_stream(self) -> None:
         """Forget the stream (buffer must be empty or accounted for). Caller holds the locks."""
-        self._frames: dict[int, tuple[Frame, bool, float]] = {}  # (pcm, quiet, arrival)
+        self._frames: dict[int, tuple[Frame, float]] = {}  # (pcm, arrival time)
         self._max = 0  # highest buffered sequence (valid while _frames is not empty)
         self._pos: int | None = None  # play position: the sequence due at the next pop
         self._ref_seq: int | None = None  # highest sequence seen (unwrapping reference)
@@ -273,7 +282,6 @@ class JitterBuffer:
         self._prev_seq: int | None = None  # sequence of the frame output by the last pop
         self._prev_last = 0  # last sample output by the last pop
         self._after_idle = True  # the last pop was idle silence (or nothing was played yet)
-        self._last_quiet = True  # the last frame played was quiet (peak < QUIET_PEAK)
         self._reset_window()
         self._waited = 0
         self._recv = [_NO_SEQ] * HISTORY
@@ -365,18 +373,15 @@ class JitterBuffer:
                 f"got {pcm.dtype} {pcm.shape}"
             )
         now = self._clock()
-        quiet = max(int(pcm.max()), -int(pcm.min())) < QUIET_PEAK
         with self._est_lock:
             with self._lock:
-                ext, restarted = self._accept(pcm, quiet, sequence, now)
+                ext, restarted = self._accept(pcm, sequence, now)
             if restarted:
                 self._reset_estimator()
             if ext is not None:
                 self._observe(ext, timestamp, now)
 
-    def _accept(
-        self, pcm: Frame, quiet: bool, sequence: int | None, now: float
-    ) -> tuple[int | None, bool]:
+    def _accept(self, pcm: Frame, sequence: int | None, now: float) -> tuple[int | None, bool]:
         """Bookkeeping of one push under the lock: (sequence to observe or None, restarted)."""
         self.pushed += 1
         ref = self._ref_seq
@@ -417,7 +422,7 @@ class JitterBuffer:
         frames = self._frames
         if not frames or ext > self._max:
             self._max = ext
-        frames[ext] = (pcm, quiet, now)
+        frames[ext] = (pcm, now)
         self._recv[slot] = ext
         if self._max - pos + 1 > self._max_frames:
             self._cut_to_target()
@@ -554,16 +559,16 @@ class JitterBuffer:
             # target in whole frames, less the frame being played.
             low = (tf - 1) * self._frame_s
             if in_step:
-                self._measure(now - item[2], low)
+                self._measure(now - item[1], low)
             else:
                 self._reset_window()
             if self._pending > 0:
                 nxt = frames.get(pos + 1)
-                if nxt is not None and now - nxt[2] < low - 1e-9:
+                if nxt is not None and now - nxt[1] < low - 1e-9:
                     self._pending = 0  # dropping now would cut into the target
                 elif nxt is not None:
                     limit = QUIET_WAIT_POPS if self._pending == 1 else 1
-                    if item[1] or self._waited >= limit:
+                    if self._waited >= limit or _quiet(item[0]):
                         del frames[pos]
                         self.dropped += 1
                         pos += 1
@@ -574,7 +579,8 @@ class JitterBuffer:
                     else:
                         self._waited += 1
             elif self._grow:
-                if self._last_quiet or self._waited >= QUIET_WAIT_POPS:
+                last = self._last_good
+                if self._waited >= QUIET_WAIT_POPS or last is None or _quiet(last):
                     # One frame of delay, added where it is least audible: the position
                     # stays, a faded repeat of the last (quiet) frame plays in its place.
                     self._grow = False
@@ -585,7 +591,6 @@ class JitterBuffer:
                     return self._conceal()
                 self._waited += 1
             del frames[pos]
-            self._last_quiet = item[1]
             self._pos = pos + 1
             self._stall = 0
             return self._play(pos, item[0])
