@@ -119,11 +119,16 @@ def test_terminal_hung_up_and_detach(tmp_path: Path) -> None:
     assert terminal_hung_up(slave)  # a closed descriptor counts as gone too
 
     # detach_terminal rewires 0-2 of the process: try it in a child.
+    # A stream being opened in another thread meanwhile (a quiet_stderr block) must not
+    # put the dead terminal back on fd 2 when it ends.
     script = (
         "import os, select, sys\n"
+        "from softphone.media.devices import quiet_stderr\n"
         "from softphone.tui.terminal import detach_terminal\n"
         "from softphone.tui.terminal import release_input\n"
-        "hold = detach_terminal()\n"
+        "with quiet_stderr():\n"
+        "    hold = detach_terminal()\n"
+        "os.write(2, b'into /dev/null too')\n"
         "os.write(1, b'into /dev/null')\n"
         "ready, _, _ = select.select([0], [], [], 0.2)\n"
         "if ready: sys.exit(3)  # input must not look readable while held\n"

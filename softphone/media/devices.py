@@ -151,6 +151,20 @@ def _redirect_fd2() -> int | None:
 _quiet = _QuietState()
 
 
+def point_stderr_at(fd: int) -> None:
+    """Make ``fd`` the process's fd 2 for good (for example: the terminal went away).
+
+    A :func:`quiet_stderr` block running meanwhile in another thread (a stream being
+    opened) would otherwise put back, when it ends, the fd 2 it saved on entry: the old
+    target. Its saved descriptor is re-pointed instead, and fd 2 stays silenced until the
+    block ends."""
+    with _quiet.lock:
+        if _quiet.saved_fd is not None:
+            os.dup2(fd, _quiet.saved_fd)
+        else:
+            os.dup2(fd, 2)
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to ``/dev/null`` for the duration of the block.

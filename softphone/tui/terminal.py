@@ -25,6 +25,8 @@ import select
 import threading
 from typing import Final
 
+from softphone.media.devices import point_stderr_at
+
 __all__ = [
     "EXIT_HANGUP",
     "EXIT_TERMINATED",
@@ -74,7 +76,7 @@ def detach_terminal() -> int:
     try:
         os.dup2(read_end, 0)
         os.dup2(null, 1)
-        os.dup2(null, 2)
+        point_stderr_at(null)  # not undone by a stream being opened meanwhile
     finally:
         os.close(read_end)
         os.close(null)
