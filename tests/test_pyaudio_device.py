@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -348,6 +349,22 @@ def test_a_device_refusing_a_duplex_stream_gets_two(
     with PyAudioDevice(system, server, server, rate=8000, duplex=False) as plain:
         assert not plain.realtime_stats().duplex
     assert opened == [(True, False), (False, True)]
+
+    # A duplex stream that opens but does not start: closed, and two streams instead.
+    monkeypatch.setattr(system.pyaudio, "open", real_open)
+    real_start = PyAudioDevice._start_stream
+
+    def start_stream(self: PyAudioDevice, path: Any, direction: Any) -> None:
+        if path.partner is not None:
+            raise self._unavailable(direction, path.info, path.rate, "Device unavailable")
+        real_start(self, path, direction)
+
+    monkeypatch.setattr(PyAudioDevice, "_start_stream", start_stream)
+    with PyAudioDevice(system, server, server, rate=8000) as late:
+        assert not late.realtime_stats().duplex
+        assert system.open_streams == 2  # the duplex stream was closed
+    assert late.duplex_refused is not None
+    assert "Device unavailable" in late.duplex_refused
 
 
 def test_switch_microphone_mid_call(system: AudioSystem, virtual_audio: VirtualAudio) -> None:

@@ -637,14 +637,15 @@ class PyAudioDevice(AudioDevice):
         self.system.stream_opened()
         inp.stream = out.stream = stream
         inp.active = out.active = True
-        self._input, self._output = inp, out
         try:
             self._start_stream(inp, "input")
-        except BaseException:
-            self._input = self._output = None
+        except AudioDeviceError as exc:
+            inp.active = out.active = False
             self._close_path(inp)
             self._close_path(out)
-            raise
+            self.duplex_refused = exc.message  # two streams instead
+            return False
+        self._input, self._output = inp, out
         self._io_open = True
         if self.switch_interval is not None:
             _SwitchInterval.acquire(self.switch_interval)
