@@ -75,19 +75,21 @@ async def test_echo_line_through_portaudio_and_a_mid_call_microphone_switch(
     assert not log.of("error")
     speaker = virtual_audio.read_output(SPEAKER)
     assert len(speaker) > 3 * rate
-    # Look for 0.2 s pieces of each voice: a jitter-buffer catch-up (one 20 ms frame dropped
-    # after the burst a newly opened stream starts with) breaks the piece it falls in, so
-    # at most one piece per voice may be missed.
+    # Look for 0.15 s pieces of each voice. A newly opened stream starts with a burst, and
+    # the playout delay is kept within one frame of its target: the jitter buffer may drop
+    # a 20 ms frame after the burst and add one if the new stream's frames then arrive
+    # closer to the pops than before (no pause in noise to hide them in). Each breaks the
+    # piece it falls in, so at most two pieces per voice may be missed.
     found: dict[str, list[int]] = {}
     for name, voice in (("A", voice_a), ("B", voice_b)):
-        starts = [0.1 + 0.25 * k for k in range(5)]
+        starts = [0.1 + 0.15 * k for k in range(8)]
         hits = []
         for start in starts:
-            piece = voice[int(start * rate) : int((start + 0.2) * rate)]
+            piece = voice[int(start * rate) : int((start + 0.15) * rate)]
             lag, score = find_lag(piece, speaker)
             if score > 0.9:
                 hits.append(lag)
-        assert len(hits) >= len(starts) - 1, f"microphone {name}'s echo not at the speaker"
+        assert len(hits) >= len(starts) - 2, f"microphone {name}'s echo not at the speaker"
         found[name] = hits
     assert min(found["B"]) > max(found["A"])  # B was heard after the switch
 
