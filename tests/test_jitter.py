@@ -442,6 +442,24 @@ def test_clock_drift_keeps_every_wait_within_the_target_band(ppm: int) -> None:
         assert 3 <= s.dropped <= 4  # the drift and maybe the start surplus
 
 
+def test_a_target_just_above_a_frame_boundary_adds_no_frame() -> None:
+    """A steady stream settles at the 20 ms floor (waits of 7-9 ms); then 1.5 ms of
+    jitter lifts the target to 21-22 ms, two frames when rounded up. Those waits already
+    hold the 95th-percentile late frame, so no frame is added (a target hovering at the
+    boundary would otherwise add and drop frames in turn)."""
+    rng = random.Random(5)
+    jb, clock = new()
+    arrivals = [
+        (k * TICK + 0.001 + (rng.uniform(0, 0.0015) if k >= 500 else 0.0), k) for k in range(1500)
+    ]
+    rows = simulate(jb, clock, arrivals, 1490)
+    s = check_invariants(jb, pops=1490)
+    assert rows[400].target_ms == 20
+    assert 20 < rows[-1].target_ms < 25
+    assert (s.inserted, s.concealed, s.underruns, s.lost) == (0, 0, 0, 0)
+    assert s.dropped == 1  # the start delay's surplus, in the steady part
+
+
 _TONE_TAILS = {tone(k)[32:].tobytes(): k for k in range(500)}
 
 

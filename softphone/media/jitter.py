@@ -42,12 +42,14 @@ Adaptation
   time, and the floor's extra frames are a margin). Over each window of ``HOLD_POPS`` (10,
   200 ms) frames played in sequence: if even the frame that waited least waited ``k`` frames
   more than ``low``, ``k`` frames are to be dropped; if even the frame that waited most
-  waited less than ``low``, one frame of delay is to be inserted. So waits stay within one
-  frame (plus the window's lateness) above ``low`` whatever the phase of the arrivals
-  against the pops, and a sender clock slower or faster than the device's (the arrivals
-  slide against the pops) costs an inserted or dropped frame at a pause, not an underrun:
-  counting frames alone (the span at pop time), the wait can slide to zero without a single
-  frame missing.
+  waited less than ``target - frame_ms`` (``low`` when the target is a whole number of
+  frames; lower otherwise, so that a target hovering around a frame boundary never adds and
+  drops frames in turn), one frame of delay is to be inserted. So waits stay between
+  ``target - frame_ms`` and one frame (plus the window's lateness) above ``low`` whatever
+  the phase of the arrivals against the pops, and a sender clock slower or faster than the
+  device's (the arrivals slide against the pops) costs an inserted or dropped frame at a
+  pause, not an underrun: counting frames alone (the span at pop time), the wait can slide
+  to zero without a single frame missing.
 * *Growing* the delay: (1) when a frame is missing and the buffer is at or below the
   target, playout waits for it (above, at most the target's worth of ticks), which is
   exactly when more delay is needed; (2) an insertion (above) waits up to 300 ms for the
@@ -556,10 +558,12 @@ class JitterBuffer:
         if item is not None:
             now = self._clock()
             # The least wait (arrival to playout) the target asks of an on-time frame: the
-            # target in whole frames, less the frame being played.
+            # target in whole frames, less the frame being played. A frame is added only
+            # below the target itself less one frame, so a target hovering at a frame
+            # boundary (20.0 / 20.5 ms) does not add and drop a frame in turn.
             low = (tf - 1) * self._frame_s
             if in_step:
-                self._measure(now - item[1], low)
+                self._measure(now - item[1], low, self._target_ms / 1000.0 - self._frame_s)
             else:
                 self._reset_window()
             if self._pending > 0:
@@ -610,19 +614,20 @@ class JitterBuffer:
         self._pos = pos
         return self._conceal()
 
-    def _measure(self, wait: float, low: float) -> None:
+    def _measure(self, wait: float, low: float, grow_below: float) -> None:
         """Add one played frame's wait to the window; decide on a drop or an insertion.
 
         After ``HOLD_POPS`` frames played in sequence: if even the frame that waited least
         could wait ``k`` frames less and still wait ``low``, ``k`` frames are to be dropped;
-        if even the frame that waited most waited less than ``low`` (the arrivals drifted
-        closer to the pops than the target allows), one frame of delay is to be inserted.
+        if even the frame that waited most waited less than ``grow_below`` (the target less
+        one frame, at most ``low``: the arrivals drifted closer to the pops than the target
+        allows), one frame of delay is to be inserted.
         """
         self._win_min = min(self._win_min, wait)
         self._win_max = max(self._win_max, wait)
         self._win_n += 1
         if self._win_n >= HOLD_POPS and self._pending == 0 and not self._grow:
-            if self._win_max < low - 1e-9:
+            if self._win_max < grow_below - 1e-9:
                 self._grow = True
             else:
                 self._pending = max(0, int((self._win_min - low) / self._frame_s + 1e-6))
