@@ -175,8 +175,15 @@ async def test_ivr_reads_back_digits_and_sends_them_as_a_message(
     recording = read_wav(record)
     menu = recording[answered_tick * 160 : dtmf_tick * 160]
     assert rms(menu) > 300, "the menu prompt was not heard after the answer"
-    _, menu_score = find(through_g711(VOICES.ivr_menu[: len(menu) // 2], "PCMU"), menu)
-    assert menu_score > 0.8
+    # The prompt's first half, in four pieces: the jitter buffer sheds its start delay's
+    # surplus frame (40 -> 20 ms on a file device) at the first quiet frame it gets, which
+    # may be a pause of the prompt; the piece it falls in no longer matches.
+    prompt = through_g711(VOICES.ivr_menu[: len(menu) // 2], "PCMU")
+    size = len(prompt) // 4
+    heard = [find(prompt[i * size : (i + 1) * size], menu) for i in range(4)]
+    assert sum(score > 0.8 for _, score in heard) >= 3, heard
+    lags = [lag for lag, score in heard if score > 0.8]
+    assert lags == sorted(lags)  # in order
     # "You entered", "one", "two", "three", in this order, after the message. The SDK's
     # local feedback tone of "#" (160 ms) is mixed over the first frames: skip 200 ms.
     tail = recording[message_tick * 160 :]

@@ -44,12 +44,13 @@ Adaptation
   more than ``low``, ``k`` frames are to be dropped; if even the frame that waited most
   waited less than ``target - frame_ms`` (``low`` when the target is a whole number of
   frames; lower otherwise, so that a target hovering around a frame boundary never adds and
-  drops frames in turn), one frame of delay is to be inserted. So waits stay between
-  ``target - frame_ms`` and one frame (plus the window's lateness) above ``low`` whatever
-  the phase of the arrivals against the pops, and a sender clock slower or faster than the
-  device's (the arrivals slide against the pops) costs an inserted or dropped frame at a
-  pause, not an underrun: counting frames alone (the span at pop time), the wait can slide
-  to zero without a single frame missing.
+  drops frames in turn), one frame of delay is to be inserted (not during the first 50
+  arrivals, whose target is the start delay, a prefill rather than a measure). So waits stay
+  between ``target - frame_ms`` and one frame (plus the window's lateness) above ``low``
+  whatever the phase of the arrivals against the pops, and a sender clock slower or faster
+  than the device's (the arrivals slide against the pops) costs an inserted or dropped frame
+  at a pause, not an underrun: counting frames alone (the span at pop time), the wait can
+  slide to zero without a single frame missing.
 * *Growing* the delay: (1) when a frame is missing and the buffer is at or below the
   target, playout waits for it (above, at most the target's worth of ticks), which is
   exactly when more delay is needed; (2) an insertion (above) waits up to 300 ms for the
@@ -627,7 +628,7 @@ class JitterBuffer:
         self._win_max = max(self._win_max, wait)
         self._win_n += 1
         if self._win_n >= HOLD_POPS and self._pending == 0 and not self._grow:
-            if self._win_max < grow_below - 1e-9:
+            if self._win_max < grow_below - 1e-9 and self._observed >= WARMUP_FRAMES:
                 self._grow = True
             else:
                 self._pending = max(0, int((self._win_min - low) / self._frame_s + 1e-6))
