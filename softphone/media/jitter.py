@@ -290,11 +290,15 @@ class JitterBuffer:
         self._recv = [_NO_SEQ] * HISTORY
         self._late_mark = [_NO_SEQ] * HISTORY
 
+    def _restart_window(self) -> None:
+        """Forget the waits measured so far (a decision was taken, or the waits moved)."""
+        self._win_min: float = math.inf  # least wait of a frame played in the window (s)
+        self._win_max: float = -math.inf  # greatest wait of a frame played in the window (s)
+        self._win_n: int = 0
+
     def _reset_window(self) -> None:
         """Start a new catch-up / growth window; cancel a pending drop or insertion."""
-        self._win_min = math.inf  # least wait of a frame played in the window (s)
-        self._win_max = -math.inf  # greatest wait of a frame played in the window (s)
-        self._win_n = 0
+        self._restart_window()
         self._pending = 0  # frames to drop (catch-up)
         self._grow = False  # one frame of delay to insert
 
@@ -634,12 +638,6 @@ class JitterBuffer:
                 self._pending = max(0, int((self._win_min - low) / self._frame_s + 1e-6))
             self._waited = 0
             self._restart_window()
-
-    def _restart_window(self) -> None:
-        """Forget the waits measured so far (a decision was taken, or the waits moved)."""
-        self._win_min = math.inf
-        self._win_max = -math.inf
-        self._win_n = 0
 
     def _play(self, seq: int, frame: Frame) -> Frame:
         self.played += 1
