@@ -582,27 +582,30 @@ class PyAudioDevice(AudioDevice):
 
     def _start_io(self) -> None:
         with self._io_lock:
-            if self._start_duplex():
-                return
-            inp = self._open_input(self.input_info)
-            try:
-                out = self._open_output(self.output_info)
-            except BaseException:
-                self._close_path(inp)
-                raise
-            inp.active = out.active = True
-            self._input, self._output = inp, out
-            try:
-                self._start_stream(out, "output")
-                self._start_stream(inp, "input")
-            except BaseException:
-                self._input = self._output = None
-                self._close_path(inp)
-                self._close_path(out)
-                raise
+            if not self._start_duplex():
+                self._start_simplex()
             self._io_open = True
             if self.switch_interval is not None:
                 _SwitchInterval.acquire(self.switch_interval)
+
+    def _start_simplex(self) -> None:
+        """Open and start one stream per direction. Called with ``_io_lock`` held."""
+        inp = self._open_input(self.input_info)
+        try:
+            out = self._open_output(self.output_info)
+        except BaseException:
+            self._close_path(inp)
+            raise
+        inp.active = out.active = True
+        self._input, self._output = inp, out
+        try:
+            self._start_stream(out, "output")
+            self._start_stream(inp, "input")
+        except BaseException:
+            self._input = self._output = None
+            self._close_path(inp)
+            self._close_path(out)
+            raise
 
     def _start_duplex(self) -> bool:
         """Open and start one full-duplex stream if the device allows; False: use two.
@@ -646,9 +649,6 @@ class PyAudioDevice(AudioDevice):
             self.duplex_refused = exc.message  # two streams instead
             return False
         self._input, self._output = inp, out
-        self._io_open = True
-        if self.switch_interval is not None:
-            _SwitchInterval.acquire(self.switch_interval)
         return True
 
     def _stop_io(self) -> None:
