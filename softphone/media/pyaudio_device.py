@@ -375,7 +375,7 @@ class PyAudioDevice(AudioDevice):
     * ``duplex``: when the microphone and the speaker are one device (one clock) opened at
       one rate, run them as a single full-duplex PortAudio stream: one callback per period
       does both directions, so the process wakes once per period for its audio instead of
-      twice at unrelated instants (measured: about 1.5 % of a core less in a call; see
+      twice at unrelated instants (measured: 0.7-1.5 % of a core less in a call; see
       docs/performance.md). If the device refuses a duplex stream, two streams are opened
       as for two devices. A direction switched later gets its own stream; the duplex
       stream keeps serving the other one until it is switched or the device stops.
