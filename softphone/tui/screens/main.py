@@ -6,7 +6,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList
@@ -31,6 +31,24 @@ _CONTEXT_OF: Final = {a.action: a.context for a in keymap.ACTIONS if "(" not in 
 PANELS: Final = {"numbers": "#numbers", "history": "#history", "log": "#log-lines"}
 
 
+class _Row(Horizontal):
+    """A row that draws nothing of its own (see :class:`MainScreen`)."""
+
+    BLANK = True
+
+
+class _Column(Vertical):
+    """A column that draws nothing of its own (see :class:`MainScreen`)."""
+
+    BLANK = True
+
+
+class _Slot(Container):
+    """Holds one bar (status, footer) so that repaints elsewhere leave it out."""
+
+    BLANK = True
+
+
 class MainScreen(Screen[None]):
     """Status on top, dialpad / call / numbers / audio on the left, history and log right."""
 
@@ -43,21 +61,27 @@ class MainScreen(Screen[None]):
         self._bindings_for: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(self.phone, id="status")
-        with Horizontal(id="body"):
-            with Vertical(id="left"):
-                # The meters repaint a line of the audio panel five times a second, and
-                # Textual renders every widget whose container overlaps a repaint: in a
-                # container of their own, the panels above it are left out of those passes.
-                with Vertical(id="left-top"):
+        # The meters repaint a line of the audio panel five times a second, and Textual
+        # renders every widget whose *container* overlaps a repaint (the screen's children
+        # always do). So the panels above the audio panel have a container of their own,
+        # the status bar and the footer each sit in a slot, and the containers are BLANK
+        # (their lines are blank strips, no styles to work out): a meter pass renders the
+        # screen, the slots, the columns and the audio panel, not the bars and the panels
+        # (docs/performance.md, seventh session).
+        with _Slot(id="status-slot"):
+            yield StatusBar(self.phone, id="status")
+        with _Row(id="body"):
+            with _Column(id="left"):
+                with _Column(id="left-top"):
                     yield DialPad(self.phone, id="dialpad")
                     yield CallPanel(self.phone, id="call")
                     yield NumbersPanel(self.phone, id="numbers")
                 yield AudioPanel(self.phone, id="audio")
-            with Vertical(id="right"):
+            with _Column(id="right"):
                 yield HistoryPanel(self.phone, id="history")
                 yield EventLog(id="log")
-        yield Footer()
+        with _Slot(id="footer-slot"):
+            yield Footer()
 
     def on_mount(self) -> None:
         self.refresh_panels()
@@ -121,15 +145,15 @@ class MainScreen(Screen[None]):
             return  # "+" only starts a number
         if len(state.dial) < MAX_DIAL:
             state.dial += digit
-            self.query_one(DialPad).refresh()
+            self.query_one(DialPad).refresh_if_changed()
 
     def action_delete_digit(self) -> None:
         self.phone.state.dial = self.phone.state.dial[:-1]
-        self.query_one(DialPad).refresh()
+        self.query_one(DialPad).refresh_if_changed()
 
     def action_clear_number(self) -> None:
         self.phone.state.dial = ""
-        self.query_one(DialPad).refresh()
+        self.query_one(DialPad).refresh_if_changed()
 
     def action_dial(self) -> None:
         self._run(self.phone.dial(), "dial")

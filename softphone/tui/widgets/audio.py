@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region
@@ -19,6 +18,7 @@ from textual.widget import Widget
 
 from softphone.tui.phone import Phone
 from softphone.tui.widgets.meter import cells, meter
+from softphone.tui.widgets.panel import text_strip
 
 LINES = 4
 """mic name, mic meter, speaker name, speaker meter."""
@@ -127,8 +127,4 @@ class AudioPanel(Widget):
         return self._strip(text)
 
     def _strip(self, text: Text) -> Strip:
-        width = self.content_size.width or 40
-        text.truncate(width, overflow="ellipsis")
-        segments = list(text.render(self.app.console))
-        base = self._style()
-        return Strip(Segment.apply_style(segments, base), text.cell_len).simplify()
+        return text_strip(text, self.content_size.width or 40, self.app.console, self._style())
