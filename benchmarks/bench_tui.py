@@ -7,13 +7,17 @@ tests/audio_env.py (a private PulseAudio daemon: real PortAudio, real-time clock
 ``pulseaudio pulseaudio-utils libasound2-plugins`` and PyAudio). The microphone is fed with
 telephone-band noise (so the meters move); the default audio processing (echo
 cancellation, noise suppression, gain control) and the default rate policy are on. (b) and
-(c) run on two kinds of device (``--devices``):
+(c) run on three kinds of device (``--devices``):
 
 * ``server``: the sound server's device ``pulse``, what a desktop with PulseAudio or
   PipeWire offers by default: the console opens it at the call's 8 kHz and the server
   converts (rate "auto");
-* ``card``: ``paced_in`` / ``paced_out``, devices at their own 44.1 kHz, as a sound card
-  opened directly: the console converts 44.1 <-> 8 kHz in its audio callbacks.
+* ``card``: ``paced_card``, one device with both directions at its own 44.1 kHz, as a
+  sound card or a USB headset opened directly (``hw:0,0``): the console converts
+  44.1 <-> 8 kHz in its audio callback (one full-duplex stream);
+* ``pair``: ``paced_in`` / ``paced_out``, a microphone and a speaker that are two devices
+  (e.g. a USB microphone and the laptop's speakers), at 44.1 kHz: two streams, each with
+  its own callback.
 
 (a) Start-up: ``audin-phone`` is started ``--runs`` times in a pseudo-terminal of 120x40;
     the time from the spawn of the process to the first frame on the terminal that shows
@@ -204,14 +208,24 @@ class Devices:
     (the rate the microphone's file must be written at)."""
 
     kind: str
+    label: str
     input: str
     output: str
     rate: int
 
 
 DEVICES: Final = {
-    "server": Devices("server", VirtualAudio.SERVER, VirtualAudio.SERVER, 8000),
-    "card": Devices("card", VirtualAudio.MIC, VirtualAudio.SPEAKER, PORTAUDIO_PULSE_RATE),
+    "server": Devices("server", "server device", VirtualAudio.SERVER, VirtualAudio.SERVER, 8000),
+    "card": Devices(
+        "card", "card (one device)", VirtualAudio.CARD, VirtualAudio.CARD, PORTAUDIO_PULSE_RATE
+    ),
+    "pair": Devices(
+        "pair",
+        "mic + speaker (two devices)",
+        VirtualAudio.MIC,
+        VirtualAudio.SPEAKER,
+        PORTAUDIO_PULSE_RATE,
+    ),
 }
 
 
@@ -272,7 +286,7 @@ def cpu(
         term.type(ECHO + "d")
         term.wait_for("ACTIVE", timeout=20, after=mark)
         print(
-            f"(b) CPU in an echo call on the {devices.kind} device ({devices.input}, "
+            f"(b) CPU in an echo call on the {devices.label} ({devices.input}, "
             f"{devices.rate} Hz), meters running, {call_s:g} s ({load()})"
         )
         time.sleep(START_S)  # the call's first seconds are not measured
@@ -283,9 +297,7 @@ def cpu(
         elapsed = time.monotonic() - t0
         in_call = 100 * (term.cpu_seconds() - cpu0) / elapsed
         server_share = 100 * (process_cpu_seconds(server) - server0) / elapsed
-        results.add(
-            f"CPU in a call, {devices.kind} device (% of 1 core)", in_call, CALL_CPU_TARGET, "%"
-        )
+        results.add(f"CPU in a call, {devices.label} (% of 1 core)", in_call, CALL_CPU_TARGET, "%")
         # Not the console's: the virtual sound server, converting rates on "server" devices.
         results.add(f"  the sound server meanwhile ({devices.kind})", server_share, None, "%")
         mark = term.mark()
@@ -339,8 +351,8 @@ async def long_call(
                 f"{devices.input} opened at {device.input_rate}/{device.output_rate} Hz, not {rate}"
             )
             print(
-                f"(c) a {seconds:g} s echo call through the console on the {devices.kind} "
-                f"device ({devices.input}, {rate} Hz) ({load()})"
+                f"(c) a {seconds:g} s echo call through the console on the {devices.label} "
+                f"({devices.input}, {rate} Hz) ({load()})"
             )
             cpu0, t0 = time.process_time(), time.monotonic()
             await asyncio.sleep(START_S)  # the streams' start (counted apart below)
@@ -353,6 +365,7 @@ async def long_call(
             await wait_until(lambda: app.phone.state.call is None, 10)
         assert still_up, "the call ended before the end of the measurement"
         kind = devices.kind
+        results.add(f"{kind}: PortAudio streams (1: full duplex)", 1 if realtime.duplex else 2)
         results.add(f"{kind}: PortAudio input overflows", stats.input_overflows, 0)
         results.add(f"{kind}: PortAudio output underflows", stats.output_underflows, 0)
         results.add(f"{kind}: playout underruns", stats.playback_underruns, 0)
@@ -384,8 +397,8 @@ async def engine_only(core: Core, env_audio: VirtualAudio, seconds: float) -> Re
     audio = AudioManager(
         backend="pyaudio",
         settings=AudioSettings(
-            input=VirtualAudio.MIC,
-            output=VirtualAudio.SPEAKER,
+            input=VirtualAudio.CARD,
+            output=VirtualAudio.CARD,
             echo_cancellation=os.environ.get("BENCH_AEC", "1") == "1",
             noise_suppression=os.environ.get("BENCH_NS", "1") == "1",
             auto_gain=os.environ.get("BENCH_AGC", "1") == "1",

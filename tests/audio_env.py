@@ -11,6 +11,8 @@ stacked on PulseAudio null sinks that give them a real-time clock (0.99-1.01x).
     paced_in8 / paced_out8   the same on sinks made at 8000 Hz
     dead_in / dead_out       listed, but opening fails (PulseAudio has no such source/sink)
     default     asym: paced_out / paced_in
+    paced_card  the same, as one sound card's device with both directions (hw:0,0 on a
+                real machine): opened at its own rate, both directions in one stream
     pulse       the same, under the name of the PulseAudio plugin's device (the engine's
                 rate="auto" opens it at 8000 Hz, as on a desktop)
 
@@ -73,6 +75,7 @@ SPEAKER2: Final = "paced_out2"
 MIC_8K: Final = "paced_in8"
 SPEAKER_8K: Final = "paced_out8"
 SERVER: Final = "pulse"  # the sound server's own device (data in paced_in / paced_out)
+CARD: Final = "paced_card"  # one device with both directions (data in paced_in / paced_out)
 DEAD_MIC: Final = "dead_in"
 DEAD_SPEAKER: Final = "dead_out"
 
@@ -131,6 +134,7 @@ class VirtualAudio:
     SPEAKER_8K = SPEAKER_8K
     DEAD_MIC = DEAD_MIC
     SERVER = SERVER
+    CARD = CARD
     DEAD_SPEAKER = DEAD_SPEAKER
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -315,6 +319,8 @@ class VirtualAudio:
         lines.append(f'pcm.!default {{ type asym playback.pcm "{SPEAKER}" capture.pcm "{MIC}" }}')
         # What alsa-plugins' pulse.conf defines on a desktop, on the same files as default.
         lines.append(f'pcm.{SERVER} {{ type asym playback.pcm "{SPEAKER}" capture.pcm "{MIC}" }}')
+        # A sound card's own device: capture and playback under one name, at its own rate.
+        lines.append(f'pcm.{CARD} {{ type asym playback.pcm "{SPEAKER}" capture.pcm "{MIC}" }}')
         return "\n".join(lines) + "\n"
 
     def write_config(self) -> None:
