@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
 
 from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.engine.events import EventEmitter
@@ -106,8 +107,35 @@ is taken for dead and re-opened."""
 _MEDIA_RECONNECT_DELAYS: Final = (0.2, 0.5, 1.0, 2.0)
 """Pauses between attempts to re-open a dropped media leg (the last one repeats), all within
 the operator's ``media_reconnect_window``."""
+_SEND_BACKLOG: Final = 4096
+"""Bytes of a media leg's output that may wait in the transport (the kernel's socket buffer
+is full by then) before audio frames are dropped instead of queued: about 20 frames,
+0.4 s. A backlog beyond that is latency the operator's voice would never catch up on."""
 _NO_REOPEN: Final = frozenset({CloseCode.PROTOCOL_ERROR, CloseCode.UNSUPPORTED_VERSION})
 """Close codes after which a media leg is not re-opened (docs/protocol.md, close codes)."""
+
+
+def send_audio_frame(
+    ws: ClientConnection, frame: bytes, backlog: int = _SEND_BACKLOG
+) -> bool | None:
+    """Put one audio frame on a media leg without waiting: True if it went out, False if
+    it was dropped because more than ``backlog`` bytes already wait in the transport (the
+    link is not keeping up: real-time audio is dropped rather than queued), None if the
+    leg is no longer open.
+
+    Through the connection's sans-I/O protocol and its transport: ``ws.send`` would wait
+    for the transport to drain (seconds of audio queued on a stalled link before it
+    pushes back) and costs a context manager and a drain per frame, 50 times a second."""
+    protocol = ws.protocol
+    if protocol.state is not State.OPEN:
+        return None
+    transport = ws.transport
+    if transport.get_write_buffer_size() > backlog:
+        return False
+    protocol.send_binary(frame)
+    for data in protocol.data_to_send():
+        transport.write(data)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +145,7 @@ class CallStats:
     frames_sent: int
     frames_received: int
     frames_malformed: int
+    frames_unsent: int  # microphone frames dropped: the link was not taking them
     rtt_ms: float | None
     rtt_median_ms: float | None
     device_capture_dropped: int
@@ -262,7 +291,7 @@ class Call:
     def stats(self) -> CallStats:
         leg = self._media
         if leg is None:
-            return CallStats(0, 0, 0, None, None, 0, 0, 0)
+            return CallStats(0, 0, 0, 0, None, None, 0, 0, 0)
         return leg.stats()
 
     async def wait_started(self, timeout: float | None = None) -> bool:
@@ -579,6 +608,7 @@ class _MediaLeg:
         self._device: AudioDevice | None = None
         self._stopping = False
         self.frames_malformed = 0
+        self.frames_unsent = 0
         self._sequence = 0
         self._timestamp = 0
         self._rtts: list[float] = []
@@ -605,6 +635,7 @@ class _MediaLeg:
             frames_sent=self.quality.frames_sent,
             frames_received=self.quality.frames_received,
             frames_malformed=self.frames_malformed,
+            frames_unsent=self.frames_unsent,
             rtt_ms=rtt,
             rtt_median_ms=median,
             device_capture_dropped=dev.capture_dropped if dev else 0,
@@ -843,11 +874,13 @@ class _MediaLeg:
                 )
                 self._sequence = (self._sequence + 1) & 0xFFFF
                 self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
-                try:
-                    await ws.send(frame)
-                except websockets.ConnectionClosed:
-                    break
-                self.quality.frame_sent(len(frame))
+                sent = send_audio_frame(ws, frame)
+                if sent is None:
+                    break  # the leg is closing: the receive side re-opens it or ends the call
+                if sent:
+                    self.quality.frame_sent(len(frame))
+                else:
+                    self.frames_unsent += 1
             now = loop.time()
             wake_at = self._next_wake(now, device.capture.last_push_at)
             if audio.uses_sound_card and watch.lost(device, captured, now):
