@@ -12,11 +12,11 @@ cancellation, noise suppression, gain control) and the default rate policy are o
 * ``server``: the sound server's device ``pulse``, what a desktop with PulseAudio or
   PipeWire offers by default: the console opens it at the call's 8 kHz and the server
   converts (rate "auto");
-* ``card``: ``paced_card``, one device with both directions at its own 44.1 kHz, as a
-  sound card or a USB headset opened directly (``hw:0,0``): the console converts
-  44.1 <-> 8 kHz in its audio callback (one full-duplex stream);
+* ``card``: ``paced_card``, one device with both directions, as a sound card or a USB
+  headset opened directly (``hw:0,0``), at 48 kHz (rate "auto" on an ALSA device): the
+  console converts 48 <-> 8 kHz in its audio callback (one full-duplex stream);
 * ``pair``: ``paced_in`` / ``paced_out``, a microphone and a speaker that are two devices
-  (e.g. a USB microphone and the laptop's speakers), at 44.1 kHz: two streams, each with
+  (e.g. a USB microphone and the laptop's speakers), at 48 kHz: two streams, each with
   its own callback.
 
 (a) Start-up: ``audin-phone`` is started ``--runs`` times in a pseudo-terminal of 120x40;
@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.audio_env import (  # noqa: E402
-    PORTAUDIO_PULSE_RATE,
+    AUTO_RATE,
     VirtualAudio,
     VirtualAudioUnavailable,
     bandlimited_noise,
@@ -216,15 +216,13 @@ class Devices:
 
 DEVICES: Final = {
     "server": Devices("server", "server device", VirtualAudio.SERVER, VirtualAudio.SERVER, 8000),
-    "card": Devices(
-        "card", "card (one device)", VirtualAudio.CARD, VirtualAudio.CARD, PORTAUDIO_PULSE_RATE
-    ),
+    "card": Devices("card", "card (one device)", VirtualAudio.CARD, VirtualAudio.CARD, AUTO_RATE),
     "pair": Devices(
         "pair",
         "mic + speaker (two devices)",
         VirtualAudio.MIC,
         VirtualAudio.SPEAKER,
-        PORTAUDIO_PULSE_RATE,
+        AUTO_RATE,
     ),
 }
 
@@ -390,7 +388,7 @@ async def engine_only(core: Core, env_audio: VirtualAudio, seconds: float) -> Re
     from softphone.media.pyaudio_device import PyAudioDevice
 
     results = Results()
-    rate = PORTAUDIO_PULSE_RATE
+    rate = AUTO_RATE
     env_audio.write_input(
         VirtualAudio.MIC, bandlimited_noise(seconds + 10, rate, seed=9), rate=rate, pad_seconds=30
     )

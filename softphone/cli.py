@@ -411,7 +411,10 @@ def _app_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--audio-rate",
-        help="sound card rate: auto (8 kHz on a PulseAudio/PipeWire device), native, or Hz",
+        help=(
+            "sound card rate: auto (8 kHz on a PulseAudio/PipeWire device, 48 kHz on other"
+            " ALSA devices), native, or Hz"
+        ),
     )
     p.add_argument("--caller-id", help="caller ID for outbound calls (one of your numbers)")
     p.add_argument(

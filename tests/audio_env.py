@@ -20,7 +20,8 @@ All files are raw signed 16-bit little-endian mono at the *stream's* rate (the f
 sits above any conversion): a device opened at 48000 Hz reads ``paced_in.raw`` as 48 kHz.
 PortAudio reports every PulseAudio-backed PCM at 44100 Hz and 32 channels (the ``pulse``
 plugin accepts any rate and PortAudio probes 44100 first), so ``PyAudioDevice(rate=None)``
-runs at 44.1 kHz here and ``rate=48000`` / ``rate=8000`` select the other rates. (A
+runs at 44.1 kHz here, ``rate=48000`` / ``rate=8000`` select the other rates, and the
+engine's default ``rate="auto"`` opens them at 48 kHz (``AUTO_RATE``). (A
 ``plug`` PCM with a fixed slave rate would make PortAudio report 48000 or 8000, and a
 ``multi`` PCM would pin the channel count, but PortAudio 19.6 streams on such a PCM over
 the pulse plugin never call back, though ALSA itself reads them fine (measured; PortAudio
@@ -82,6 +83,9 @@ DEAD_SPEAKER: Final = "dead_out"
 INPUTS: Final = (MIC, MIC2, MIC_8K)
 OUTPUTS: Final = (SPEAKER, SPEAKER2, SPEAKER_8K)
 PORTAUDIO_PULSE_RATE: Final = 44100  # what PortAudio reports for the PulseAudio PCMs
+AUTO_RATE: Final = 48000
+"""What the engine's default rate policy ("auto") opens the paced devices at (ALSA devices
+that take 48 kHz: softphone.media.pyaudio_device.ALSA_CARD_RATE; "pulse" is at 8000)."""
 
 READY_TIMEOUT: Final = 10.0  # seconds for the daemon to answer `pactl info`
 REQUIRE_ENV: Final = "AUDIN_REQUIRE_AUDIO"

@@ -15,7 +15,7 @@ from softphone.media import AudioSystem, PyAudioDevice
 from softphone.server import CoreServer
 
 from .audio_env import (
-    PORTAUDIO_PULSE_RATE,
+    AUTO_RATE,
     VirtualAudio,
     bandlimited_noise,
     find_lag,
@@ -48,7 +48,7 @@ def manager(input: str, output: str) -> AudioManager:
 async def test_echo_line_through_portaudio_and_a_mid_call_microphone_switch(
     core: CoreServer, virtual_audio: VirtualAudio
 ) -> None:
-    rate = PORTAUDIO_PULSE_RATE
+    rate = AUTO_RATE
     voice_a = bandlimited_noise(1.5, rate, seed=41)
     voice_b = bandlimited_noise(1.5, rate, seed=42)
     virtual_audio.write_input(MIC, voice_a, rate=rate)
@@ -145,7 +145,7 @@ async def test_missing_microphone_gives_a_coded_error_and_the_call_goes_on(
         assert not isinstance(operator.audio.active_device, PyAudioDevice)
 
         # The operator picks a working microphone: the call moves onto the sound card.
-        rate = PORTAUDIO_PULSE_RATE
+        rate = AUTO_RATE
         virtual_audio.write_input(MIC, bandlimited_noise(2.0, rate, seed=44), rate=rate)
         volumes: list[float] = []
         call.on("volume", lambda mic, _speaker: volumes.append(mic))
@@ -163,7 +163,7 @@ async def test_missing_microphone_gives_a_coded_error_and_the_call_goes_on(
 async def test_device_list_and_tests_through_the_manager(
     core: CoreServer, virtual_audio: VirtualAudio
 ) -> None:
-    rate = PORTAUDIO_PULSE_RATE
+    rate = AUTO_RATE
     virtual_audio.write_input(MIC, bandlimited_noise(1.0, rate, seed=43), rate=rate)
     audio = manager(MIC, SPEAKER)
     try:
@@ -193,8 +193,8 @@ async def test_speaker_test_plays_a_1khz_tone(virtual_audio: VirtualAudio) -> No
         await audio.close()
     out = virtual_audio.read_output(SPEAKER)
     loud = out[np.abs(out) > 1000]
-    assert len(loud) > 0.3 * PORTAUDIO_PULSE_RATE  # about 0.5 s of tone
-    assert tone_power_ratio(out, 1000, PORTAUDIO_PULSE_RATE) > 10
+    assert len(loud) > 0.3 * AUTO_RATE  # about 0.5 s of tone
+    assert tone_power_ratio(out, 1000, AUTO_RATE) > 10
 
 
 async def test_ringtone_plays_while_an_offer_is_pending(

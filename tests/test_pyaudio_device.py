@@ -245,7 +245,8 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
     system: AudioSystem, virtual_audio: VirtualAudio
 ) -> None:
     """rate="auto": the server's device (here "pulse", on paced_in / paced_out) runs at the
-    call's 8 kHz, so nothing is resampled in the callbacks; other devices keep their rate."""
+    call's 8 kHz, so nothing is resampled in the callbacks; other ALSA devices run at 48 kHz
+    if they take it, else at their own rate."""
     rng = np.random.default_rng(80)
     mic = rng.integers(-20000, 20000, 8000, dtype=np.int16)
     speech = rng.integers(-20000, 20000, 8000, dtype=np.int16)
@@ -269,11 +270,27 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
     assert_frames_intact(speech, virtual_audio.read_output(SPEAKER), device)
     assert_healthy(device)
 
+    # Other ALSA devices: 48 kHz (PortAudio says 44100 for any device that takes it).
     other = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
     with other:
-        assert (other.input_rate, other.output_rate) == (44100, 44100)
+        assert (other.input_rate, other.output_rate) == (48000, 48000)
         assert not other.realtime_stats().duplex  # two devices, two clocks: two streams
         assert system.open_streams == 2
+    # A card that does not take 48 kHz is opened at its own rate.
+    supported = system.pyaudio.is_format_supported
+
+    def no_48k(rate: float, *args: object, **kwargs: object) -> bool:
+        if rate == 48000:
+            raise ValueError("Invalid sample rate", -9997)  # what PortAudio raises
+        return bool(supported(rate, *args, **kwargs))
+
+    system.pyaudio.is_format_supported = no_48k
+    try:
+        fallback = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
+        with fallback:
+            assert (fallback.input_rate, fallback.output_rate) == (44100, 44100)
+    finally:
+        del system.pyaudio.is_format_supported
     with pytest.raises(ValueError, match="'auto' or None"):
         PyAudioDevice(system, MIC, SPEAKER, rate="fast")  # type: ignore[arg-type]
 

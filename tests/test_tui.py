@@ -35,7 +35,7 @@ from softphone.tui.widgets.audio import AudioPanel
 from softphone.tui.widgets.event_log import EventLog, redact_text
 from softphone.tui.widgets.meter import cells, meter
 from tests.audio_env import (
-    PORTAUDIO_PULSE_RATE,
+    AUTO_RATE,
     FakeDevice,
     FakePyAudio,
     VirtualAudio,
@@ -523,7 +523,7 @@ def sound_card() -> AudioManager:
 async def test_switching_the_microphone_during_a_call_on_the_sound_card(
     core: CoreServer, tmp_path: Path, virtual_audio: VirtualAudio
 ) -> None:
-    rate = PORTAUDIO_PULSE_RATE
+    rate = AUTO_RATE
     virtual_audio.write_input(MIC, np.zeros(0, dtype=np.int16), rate=rate, pad_seconds=30)
     virtual_audio.write_input(MIC2, bandlimited_noise(30.0, rate, seed=61), rate=rate)
     audio = sound_card()
@@ -584,7 +584,7 @@ def dominant_hz(samples: np.ndarray[Any, Any], rate: int) -> float:
 async def test_speaker_and_microphone_tests_on_the_sound_card(
     core: CoreServer, tmp_path: Path, virtual_audio: VirtualAudio
 ) -> None:
-    rate = PORTAUDIO_PULSE_RATE
+    rate = AUTO_RATE
     voice = bandlimited_noise(3.5, rate, seed=62)
     virtual_audio.write_input(MIC, voice, rate=rate)
     virtual_audio.clear_output(SPEAKER)

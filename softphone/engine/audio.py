@@ -62,9 +62,10 @@ class AudioSettings:
     auto_gain: bool = True
     rate: int | Literal["auto", "native"] = "auto"
     """Rate the sound card streams are opened at. ``"auto"``: 8 kHz, the call's rate, on a
-    sound server's device (PulseAudio / PipeWire convert in their own process), else the
-    device's own rate with the conversion done here; ``"native"``: always the device's own
-    rate; a number: that rate (Hz, at least 8000)."""
+    sound server's device (PulseAudio / PipeWire convert in their own process); 48 kHz on
+    another ALSA device that takes it, else the device's own rate, with the conversion
+    done here (see :class:`~softphone.media.pyaudio_device.PyAudioDevice`); ``"native"``:
+    always the device's own rate; a number: that rate (Hz, at least 8000)."""
 
     def __post_init__(self) -> None:
         rate = self.rate
