@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer
 
@@ -42,7 +44,7 @@ class Rows(TextPanel):
     def build(self) -> Text:
         return Text("\n".join(self.rows), no_wrap=True, overflow="ellipsis")
 
-    def render_line(self, y: int) -> object:  # type: ignore[override]
+    def render_line(self, y: int) -> Strip:
         self.rendered.append(y)
         return super().render_line(y)
 
@@ -109,11 +111,11 @@ def counting_renders() -> Iterator[collections.Counter[str]]:
     counts: collections.Counter[str] = collections.Counter()
     original = Widget.render_lines
 
-    def render_lines(self: Widget, crop: object) -> object:
+    def render_lines(self: Widget, crop: Region) -> list[Strip]:
         counts[type(self).__name__] += 1
-        return original(self, crop)  # type: ignore[arg-type]
+        return original(self, crop)
 
-    Widget.render_lines = render_lines  # type: ignore[assignment,method-assign]
+    Widget.render_lines = render_lines  # type: ignore[method-assign]
     try:
         yield counts
     finally:
