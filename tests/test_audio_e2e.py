@@ -115,15 +115,23 @@ async def test_echo_call_on_a_sound_server_device_runs_at_8k(
         device = operator.audio.active_device
         assert isinstance(device, PyAudioDevice)
         assert (device.input_rate, device.output_rate) == (rate, rate)
+        stats = device.stats()
         await call.hangup()
     finally:
         await operator.close()
     assert not log.of("error")
     speaker = virtual_audio.read_output(SPEAKER)
-    for start in (0.2, 0.6, 1.0):
-        piece = voice[int(start * rate) : int((start + 0.2) * rate)]
-        _, score = find_lag(piece, speaker)
-        assert score > 0.9, f"the echo of {start:g} s is not at the speaker ({score:.3f})"
+    # 0.15 s pieces of the voice, in order. In its first second the jitter buffer may drop
+    # the start delay's surplus frame (no pause in noise to hide it in): that breaks the
+    # piece it falls in, so one piece may be missed.
+    hits = []
+    for start in (0.1 + 0.15 * k for k in range(8)):
+        piece = voice[int(start * rate) : int((start + 0.15) * rate)]
+        lag, score = find_lag(piece, speaker)
+        if score > 0.9:
+            hits.append(lag)
+    assert len(hits) >= 7, f"the echo is not at the speaker ({len(hits)} of 8 pieces; {stats})"
+    assert hits == sorted(hits)
 
 
 async def test_missing_microphone_gives_a_coded_error_and_the_call_goes_on(

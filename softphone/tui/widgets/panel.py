@@ -7,7 +7,7 @@ change and once a second; :meth:`TextPanel.refresh_if_changed` turns the refresh
 would draw the same text into nothing, and repaints only the lines that changed (the call
 timer and the token countdown change one line a second). The panel renders through
 Textual's line API from strips it keeps per line: a ``Static`` re-rendered its whole text
-on every change, 0.7-1.1 ms a time on the development VM against about 0.2 ms now
+on every change, 0.7-1.1 ms a time on the development VM against about 0.25 ms now
 (docs/performance.md, seventh session).
 """
 
