@@ -26,8 +26,9 @@ cancellation, noise suppression, gain control) and the default rate policy are o
 (b) CPU: the same process in its pseudo-terminal, online and idle for ``--idle`` s, then in
     an echo call typed through the terminal (meters updating at 5 Hz) for ``--call`` s;
     ``--repeat N`` runs the calls N times, the devices interleaved, and reports medians.
-    The process's CPU time (all threads, /proc/PID/stat) over wall time, in % of one core.
-    Targets: <= 2 % idle, <= 10 % in a call.
+    The process's CPU time (all threads, /proc/PID/stat) over wall time, in % of one core,
+    and in a call its share per group of threads (main loop, audio callbacks, the sound
+    server's client threads, other). Targets: <= 2 % idle, <= 10 % in a call.
 (c) Audio health: a ``--long-call`` s echo call driven through the console's keys (Textual
     headless, in this process, so the device's counters can be read) on the same virtual
     devices: PortAudio input overflows and output underflows, playout underruns.
@@ -70,7 +71,12 @@ from tests.audio_env import (  # noqa: E402
     bandlimited_noise,
 )
 from tests.conftest import wait_until  # noqa: E402
-from tests.ptyterm import Terminal, console_command, process_cpu_seconds  # noqa: E402
+from tests.ptyterm import (  # noqa: E402
+    CLOCK_TICKS,
+    Terminal,
+    console_command,
+    process_cpu_seconds,
+)
 
 ECHO = "+15550100"
 FIRST_NUMBER = "+15550150"  # on screen once the account's numbers are loaded
@@ -122,6 +128,43 @@ def median_of(figures: list[Figure]) -> list[Figure]:
         first = runs[0]
         merged.append(Figure(label, statistics.median(values), first.target, first.unit))
     return merged
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of ``pid`` so far: thread id -> (name, seconds)."""
+    seconds = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return seconds
+
+
+def thread_shares(
+    pid: int, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall: float
+) -> dict[str, float]:
+    """% of one core between two readings, per group of threads: the process's main thread
+    (the engine and the console), PortAudio's callback threads (unnamed: they carry the
+    process's name), libpulse's ``threaded-ml`` (one per ALSA pulse PCM), the others
+    (Textual's input and output threads, workers)."""
+    shares = dict.fromkeys(("main loop", "audio callbacks", "sound server client", "other"), 0.0)
+    main_name = after.get(pid, ("", 0.0))[0]
+    for tid, (name, seconds) in after.items():
+        used = seconds - before.get(tid, (name, 0.0))[1]
+        if tid == pid:
+            group = "main loop"
+        elif name == "threaded-ml":
+            group = "sound server client"
+        elif name == main_name:
+            group = "audio callbacks"
+        else:
+            group = "other"
+        shares[group] += 100 * used / wall
+    return shares
 
 
 def machine_speed(results: Results, frames: int = 250) -> None:
@@ -290,12 +333,17 @@ def cpu(
         time.sleep(START_S)  # the call's first seconds are not measured
         server = env_audio.pid
         assert server is not None
+        pid = term.process.pid
+        threads0 = thread_cpu_seconds(pid)
         cpu0, server0, t0 = term.cpu_seconds(), process_cpu_seconds(server), time.monotonic()
         time.sleep(call_s)  # the measurement window
         elapsed = time.monotonic() - t0
         in_call = 100 * (term.cpu_seconds() - cpu0) / elapsed
         server_share = 100 * (process_cpu_seconds(server) - server0) / elapsed
+        shares = thread_shares(pid, threads0, thread_cpu_seconds(pid), elapsed)
         results.add(f"CPU in a call, {devices.label} (% of 1 core)", in_call, CALL_CPU_TARGET, "%")
+        for group, share in shares.items():
+            results.add(f"  of which {group} ({devices.kind})", share, None, "%")
         # Not the console's: the virtual sound server, converting rates on "server" devices.
         results.add(f"  the sound server meanwhile ({devices.kind})", server_share, None, "%")
         mark = term.mark()
