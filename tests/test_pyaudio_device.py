@@ -242,7 +242,7 @@ def test_8k_device_path_is_bit_exact(system: AudioSystem, virtual_audio: Virtual
 
 
 def test_auto_rate_opens_a_sound_server_device_at_8k(
-    system: AudioSystem, virtual_audio: VirtualAudio
+    system: AudioSystem, virtual_audio: VirtualAudio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """rate="auto": the server's device (here "pulse", on paced_in / paced_out) runs at the
     call's 8 kHz, so nothing is resampled in the callbacks; other ALSA devices run at 48 kHz
@@ -284,13 +284,9 @@ def test_auto_rate_opens_a_sound_server_device_at_8k(
             raise ValueError("Invalid sample rate", -9997)  # what PortAudio raises
         return bool(supported(rate, *args, **kwargs))
 
-    system.pyaudio.is_format_supported = no_48k
-    try:
-        fallback = PyAudioDevice(system, MIC, SPEAKER, rate="auto")
-        with fallback:
-            assert (fallback.input_rate, fallback.output_rate) == (44100, 44100)
-    finally:
-        del system.pyaudio.is_format_supported
+    monkeypatch.setattr(system.pyaudio, "is_format_supported", no_48k)
+    with PyAudioDevice(system, MIC, SPEAKER, rate="auto") as fallback:
+        assert (fallback.input_rate, fallback.output_rate) == (44100, 44100)
     with pytest.raises(ValueError, match="'auto' or None"):
         PyAudioDevice(system, MIC, SPEAKER, rate="fast")  # type: ignore[arg-type]
 
