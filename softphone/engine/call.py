@@ -844,8 +844,10 @@ class _MediaLeg:
         if self._stopping:  # the call ended while the device was opening
             await audio.release(device)
             return
-        loop = asyncio.get_running_loop()
-        wake_at = loop.time()
+        # time.monotonic(), the clock of the device's capture timestamps, not loop.time():
+        # other loops' clocks differ (uvloop's counts whole milliseconds, cached per turn).
+        clock = time.monotonic
+        wake_at = clock()
         next_ping = 0.0
         next_level = 0.0
         started: float | None = None  # when the call became active (samples count from it)
@@ -853,14 +855,14 @@ class _MediaLeg:
         muted_talk = SpeakingWhileMuted()
         flat_input = FlatInputDetector()
         flat = False
-        watch = _DeviceWatch(loop.time())
+        watch = _DeviceWatch(clock())
         while True:
-            await asyncio.sleep(max(0.0, wake_at - loop.time()))
+            await asyncio.sleep(max(0.0, wake_at - clock()))
             ws = self._ws
             processor = audio.processor  # may be switched on or off during the call
             if audio.active_device is not None and audio.active_device is not device:
                 device = self._device = audio.active_device  # replaced (see AudioManager)
-                watch = _DeviceWatch(loop.time())
+                watch = _DeviceWatch(clock())
             captured = False
             while (pcm := device.read_frame()) is not None:
                 captured = True
@@ -881,11 +883,11 @@ class _MediaLeg:
                     self.quality.frame_sent(len(frame))
                 else:
                     self.frames_unsent += 1
-            now = loop.time()
+            now = clock()
             wake_at = self._next_wake(now, device.capture.last_push_at)
             if audio.uses_sound_card and watch.lost(device, captured, now):
                 device = self._device = await self._device_lost(device)
-                watch = _DeviceWatch(loop.time())
+                watch = _DeviceWatch(clock())
             if now >= next_level:
                 next_level = now + _LEVEL_EVERY
                 level_in, level_out = device.levels.read()

@@ -771,8 +771,8 @@ class CoreServer:
             max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False
         )
         await ws.prepare(request)
-        transport = request.transport
-        peer = WsPeer(ws, channel, transport if isinstance(transport, asyncio.Transport) else None)
+        # Any loop's transport (uvloop's do not subclass asyncio.Transport).
+        peer = WsPeer(ws, channel, request.transport)
         peer.claims = claims
         peer.expires_at = claims.expires_at
         try:
