@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
 
 from softphone.engine.errors import ClientErrorCode, OperatorError
 from softphone.engine.events import EventEmitter
@@ -136,6 +137,30 @@ def send_audio_frame(
     for data in protocol.data_to_send():
         transport.write(data)
     return True
+
+
+class MediaConnection(ClientConnection):
+    """A media leg's WebSocket: complete binary messages (audio frames) go to ``on_audio``
+    as the protocol parses them, inside the transport's receive callback, instead of
+    through websockets' message queue and a task woken for each (50 a second); so they
+    may overtake text messages still queued. Text messages and fragmented ones take the
+    usual way (``recv`` / ``async for``).
+
+    ``on_audio`` must not block or await, and must not raise."""
+
+    on_audio: Callable[[bytes], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        on_audio = self.on_audio
+        if (
+            on_audio is not None
+            and isinstance(event, Frame)
+            and event.opcode is Opcode.BINARY
+            and event.fin  # a whole message: the protocol allows no other inside a fragmented one
+        ):
+            on_audio(bytes(event.data))
+            return
+        super().process_event(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,13 +621,150 @@ class _DeviceWatch:
         return self.reported
 
 
+class _Sender:
+    """The media leg's sending side, on the event loop: once per captured frame, process,
+    encode and send it; every 50 ms: levels and their warnings; every second: a quality
+    sample and a ping.
+
+    It runs as a timer callback that re-arms itself, not as a task sleeping between frames:
+    one callback per wake-up instead of a sleep's timer, its future and the task's step
+    (50 wake-ups a second, each from cold caches). What has to wait — re-opening a sound
+    card that stopped — goes back to the task in :meth:`run`."""
+
+    def __init__(self, leg: _MediaLeg, device: AudioDevice) -> None:
+        self._leg = leg
+        self._loop = asyncio.get_running_loop()
+        # time.monotonic(), the clock of the device's capture timestamps, not loop.time():
+        # other loops' clocks differ (uvloop's counts whole milliseconds, cached per turn).
+        now = time.monotonic()
+        self._device = device
+        self._watch = _DeviceWatch(now)
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._lost: asyncio.Future[AudioDevice] | None = None
+        self._next_ping = 0.0
+        self._next_level = 0.0
+        self._started: float | None = None  # when the call became active (samples from it)
+        self._next_sample = 0.0
+        self._muted_talk = SpeakingWhileMuted()
+        self._flat_input = FlatInputDetector()
+        self._flat = False
+
+    def run(self) -> asyncio.Future[AudioDevice]:
+        """Start sending; the future resolves with the device if it stops delivering."""
+        self._lost = self._loop.create_future()
+        self._timer = self._loop.call_soon(self._tick)
+        return self._lost
+
+    def use(self, device: AudioDevice) -> None:
+        """Go on with ``device`` (the next :meth:`run` starts on it)."""
+        self._device = device
+        self._watch = _DeviceWatch(time.monotonic())
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        lost = self._lost
+        if lost is None or lost.done():  # the task is gone (cancelled): stop
+            return
+        try:
+            wake_at = self._send()
+        except Exception as exc:  # the task raises it (as a loop in the task would)
+            lost.set_exception(exc)
+            return
+        if wake_at is None:
+            lost.set_result(self._device)
+        else:
+            self._timer = self._loop.call_later(max(0.0, wake_at - time.monotonic()), self._tick)
+
+    def _send(self) -> float | None:
+        """One wake-up's work; when to wake next, or None if the device stopped."""
+        leg = self._leg
+        call = leg._call
+        audio = leg._op.audio
+        ws = leg._ws
+        processor = audio.processor  # may be switched on or off during the call
+        device = self._device
+        active = audio.active_device
+        if active is not None and active is not device:
+            self.use(active)  # replaced (see AudioManager)
+            device = leg._device = active
+        captured = False
+        while (pcm := device.read_frame()) is not None:
+            captured = True
+            if processor is not None:
+                pcm = processor.process_capture(pcm)
+            payload = leg._silence if call.muted else leg._encode(pcm).tobytes()
+            if ws is None or call.state != CallState.ACTIVE:
+                continue
+            frame = encode_audio_frame(
+                leg._sequence, leg._timestamp, payload, marker=leg._sequence == 0
+            )
+            leg._sequence = (leg._sequence + 1) & 0xFFFF
+            leg._timestamp = (leg._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+            sent = send_audio_frame(ws, frame)
+            if sent is None:
+                break  # the leg is closing: the receive side re-opens it or ends the call
+            if sent:
+                leg.quality.frame_sent(len(frame))
+            else:
+                leg.frames_unsent += 1
+        now = time.monotonic()
+        wake_at = leg._next_wake(now, device.capture.last_push_at)
+        if audio.uses_sound_card and self._watch.lost(device, captured, now):
+            return None
+        if now >= self._next_level:
+            self._next_level = now + _LEVEL_EVERY
+            level_in, level_out = device.levels.read()
+            call._emit("volume", level_in, level_out)
+            talking = call.muted and self._muted_talk.update(level_in, now)
+            call._set_warning("speaking-while-muted", talking)
+            self._flat = self._flat_input.update(level_in, now, muted=call.muted)
+        if self._started is None and call.state == CallState.ACTIVE:
+            self._started = now
+            self._next_sample = now + 1.0
+        if self._started is not None and now >= self._next_sample:
+            self._next_sample = max(self._next_sample + 1.0, now + 0.5)
+            self._sample(device, now - self._started)
+        if ws is not None and now >= self._next_ping:
+            self._next_ping = now + _PING_EVERY
+            leg._op._spawn(leg.ping(now))
+            if now - leg.last_rx > _MEDIA_SILENCE_LIMIT:
+                # Not even a pong for 3 s: the link is dead without having closed (a
+                # silent network path). Drop it; the leg is re-opened as after a cut.
+                log.warning("media leg of %s silent for 3 s: re-opening", call.call_sid)
+                ws.transport.abort()
+        return wake_at
+
+    def _sample(self, device: AudioDevice, at: float) -> None:
+        leg = self._leg
+        call = leg._call
+        level_in, level_out = device.levels.read()
+        sample, raised, cleared = leg.quality.sample(
+            at=at,
+            codec=call.codec or "PCMU",
+            rtt_ms=leg._rtts[-1] * 1000 if leg._rtts else None,
+            input_level=level_in,
+            output_level=level_out,
+            input_flat=self._flat,
+        )
+        call._emit("sample", sample)
+        for name in sorted(raised):
+            call._set_warning(name, True)
+        for name in sorted(cleared):
+            call._set_warning(name, False)
+
+
 class _MediaLeg:
     """Opens the call's media WebSocket, pumps audio between it and the audio device."""
 
     def __init__(self, call: Call, operator: Operator) -> None:
         self._call = call
         self._op = operator
-        self._ws: ClientConnection | None = None
+        self._ws: MediaConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._device: AudioDevice | None = None
@@ -643,6 +805,10 @@ class _MediaLeg:
             device_playback_dropped=dev.playback_dropped if dev else 0,
         )
 
+    async def ping(self, ts: float) -> None:
+        """A ping for the round-trip time (the pong echoes ``ts``, a ``time.monotonic()``)."""
+        await self.send_control(Ping(ts=ts))
+
     async def send_control(self, message: Mute | Dtmf | Ping | Hangup | UpdateToken) -> bool:
         """Send a control message on the leg; False if it is not open."""
         if isinstance(message, Hangup):
@@ -656,13 +822,20 @@ class _MediaLeg:
             return False
         return True
 
-    async def _open(self) -> ClientConnection | None:
+    async def _open(self) -> MediaConnection | None:
         """Open the leg and wait for ``media_ready``; None if the call ended meanwhile."""
         from softphone.engine.transport import connect_ws, ws_url
 
         token = await self._op._fresh_token()
         url = ws_url(self._op.core_url, f"/v1/calls/{self._call.call_sid}/media")
-        ws = await connect_ws(url, token.token, timeout=self._op.request_timeout, tls=self._op.tls)
+        ws = await connect_ws(
+            url,
+            token.token,
+            timeout=self._op.request_timeout,
+            tls=self._op.tls,
+            connection=MediaConnection,
+        )
+        assert isinstance(ws, MediaConnection)
         hello = Hello(
             protocol=1,
             client=self._op.client_name,
@@ -685,6 +858,7 @@ class _MediaLeg:
             self._encode = encode_alaw if alaw else encode_mulaw
             self._decode = decode_alaw if alaw else decode_mulaw
             self._silence = _ALAW_SILENCE if alaw else _MULAW_SILENCE
+            ws.on_audio = self._on_audio
         else:
             await ws.close()
             raise OperatorError(
@@ -768,27 +942,13 @@ class _MediaLeg:
             elif call.state != CallState.RECONNECTING:
                 lost_at = None  # not answered yet: the first open is retried as before
 
-    async def _receive(self, ws: ClientConnection) -> None:
+    async def _receive(self, ws: MediaConnection) -> None:
         self.last_rx = time.monotonic()
         try:
             async for raw in ws:
                 self.last_rx = time.monotonic()
-                if isinstance(raw, bytes):
-                    try:
-                        frame = decode_audio_frame(raw)
-                    except ProtocolError:
-                        self.frames_malformed += 1
-                        continue
-                    self.quality.frame_received(
-                        frame.sequence, frame.timestamp, time.monotonic(), len(raw)
-                    )
-                    device = self._device
-                    if device is not None:
-                        pcm = self._decode(frame.payload)
-                        processor = self._op.audio.processor
-                        if processor is not None:
-                            processor.process_render(pcm)
-                        device.write_frame(pcm, frame.sequence, frame.timestamp)
+                if isinstance(raw, bytes):  # fragmented: whole ones go to _on_audio directly
+                    self._on_audio(raw)
                     continue
                 try:
                     message = decode_message(raw, channel=Channel.MEDIA, sender="core")
@@ -811,6 +971,25 @@ class _MediaLeg:
                     self._call._emit_error(OperatorError(message.code, message.message))
         except websockets.ConnectionClosed:
             return
+
+    def _on_audio(self, raw: bytes) -> None:
+        """One binary message from the core: an audio frame for the jitter buffer (and the
+        echo canceller's reference). Called by :class:`MediaConnection` as the frame is
+        parsed: synchronous, never blocks."""
+        now = self.last_rx = time.monotonic()
+        try:
+            frame = decode_audio_frame(raw)
+        except ProtocolError:
+            self.frames_malformed += 1
+            return
+        self.quality.frame_received(frame.sequence, frame.timestamp, now, len(raw))
+        device = self._device
+        if device is not None:
+            pcm = self._decode(frame.payload)
+            processor = self._op.audio.processor
+            if processor is not None:
+                processor.process_render(pcm)
+            device.write_frame(pcm, frame.sequence, frame.timestamp)
 
     def start_audio(self) -> None:
         """Open the audio device and start the loop (when the call becomes active, or when it
@@ -837,91 +1016,22 @@ class _MediaLeg:
         return due if due > now else now + _CAPTURE_MARGIN
 
     async def _send_loop(self) -> None:
-        """Once per captured frame: send it; every 50 ms: levels; every second: quality."""
+        """Open the call's audio device, then let a :class:`_Sender` send each captured
+        frame until the leg stops; come back here only to replace a device that stopped."""
         audio = self._op.audio
         device = await audio.open_for_call(self._call)
         self._device = device
         if self._stopping:  # the call ended while the device was opening
             await audio.release(device)
             return
-        # time.monotonic(), the clock of the device's capture timestamps, not loop.time():
-        # other loops' clocks differ (uvloop's counts whole milliseconds, cached per turn).
-        clock = time.monotonic
-        wake_at = clock()
-        next_ping = 0.0
-        next_level = 0.0
-        started: float | None = None  # when the call became active (samples count from it)
-        next_sample = 0.0
-        muted_talk = SpeakingWhileMuted()
-        flat_input = FlatInputDetector()
-        flat = False
-        watch = _DeviceWatch(clock())
-        while True:
-            await asyncio.sleep(max(0.0, wake_at - clock()))
-            ws = self._ws
-            processor = audio.processor  # may be switched on or off during the call
-            if audio.active_device is not None and audio.active_device is not device:
-                device = self._device = audio.active_device  # replaced (see AudioManager)
-                watch = _DeviceWatch(clock())
-            captured = False
-            while (pcm := device.read_frame()) is not None:
-                captured = True
-                if processor is not None:
-                    pcm = processor.process_capture(pcm)
-                payload = self._silence if self._call.muted else self._encode(pcm).tobytes()
-                if ws is None or self._call.state != CallState.ACTIVE:
-                    continue
-                frame = encode_audio_frame(
-                    self._sequence, self._timestamp, payload, marker=self._sequence == 0
-                )
-                self._sequence = (self._sequence + 1) & 0xFFFF
-                self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
-                sent = send_audio_frame(ws, frame)
-                if sent is None:
-                    break  # the leg is closing: the receive side re-opens it or ends the call
-                if sent:
-                    self.quality.frame_sent(len(frame))
-                else:
-                    self.frames_unsent += 1
-            now = clock()
-            wake_at = self._next_wake(now, device.capture.last_push_at)
-            if audio.uses_sound_card and watch.lost(device, captured, now):
-                device = self._device = await self._device_lost(device)
-                watch = _DeviceWatch(clock())
-            if now >= next_level:
-                next_level = now + _LEVEL_EVERY
-                level_in, level_out = device.levels.read()
-                self._call._emit("volume", level_in, level_out)
-                talking = self._call.muted and muted_talk.update(level_in, now)
-                self._call._set_warning("speaking-while-muted", talking)
-                flat = flat_input.update(level_in, now, muted=self._call.muted)
-            if started is None and self._call.state == CallState.ACTIVE:
-                started = now
-                next_sample = now + 1.0
-            if started is not None and now >= next_sample:
-                next_sample = max(next_sample + 1.0, now + 0.5)
-                level_in, level_out = device.levels.read()
-                sample, raised, cleared = self.quality.sample(
-                    at=now - started,
-                    codec=self._call.codec or "PCMU",
-                    rtt_ms=self._rtts[-1] * 1000 if self._rtts else None,
-                    input_level=level_in,
-                    output_level=level_out,
-                    input_flat=flat,
-                )
-                self._call._emit("sample", sample)
-                for name in sorted(raised):
-                    self._call._set_warning(name, True)
-                for name in sorted(cleared):
-                    self._call._set_warning(name, False)
-            if ws is not None and now >= next_ping:
-                next_ping = now + _PING_EVERY
-                await self.send_control(Ping(ts=time.monotonic()))
-                if time.monotonic() - self.last_rx > _MEDIA_SILENCE_LIMIT:
-                    # Not even a pong for 3 s: the link is dead without having closed
-                    # (a silent network path). Drop it; the leg is re-opened as after a cut.
-                    log.warning("media leg of %s silent for 3 s: re-opening", self._call.call_sid)
-                    ws.transport.abort()
+        sender = _Sender(self, device)
+        try:
+            while True:
+                lost = await sender.run()
+                device = self._device = await self._device_lost(lost)
+                sender.use(device)
+        finally:
+            sender.stop()
 
     async def _device_lost(self, device: AudioDevice) -> AudioDevice:
         """The sound card stopped delivering (unplugged, sound server gone): say so, then go

@@ -118,13 +118,21 @@ def untrusted(url: str, exc: BaseException) -> OperatorError:
 
 
 async def connect_ws(
-    url: str, token: str, *, timeout: float, tls: ssl.SSLContext | None = None
+    url: str,
+    token: str,
+    *,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+    connection: type[ClientConnection] = ClientConnection,
 ) -> ClientConnection:
-    """Open an authenticated WebSocket; map every failure to an OperatorError with a code."""
+    """Open an authenticated WebSocket; map every failure to an OperatorError with a code.
+    ``connection``: the ClientConnection subclass to create (the media leg's handles audio
+    frames as they are parsed)."""
     try:
         return await asyncio.wait_for(
             websockets.connect(
                 url,
+                create_connection=connection,
                 ssl=(tls or tls_context()) if url.startswith("wss://") else None,
                 additional_headers={"Authorization": f"Bearer {token}"},
                 max_size=MAX_INCOMING,
