@@ -55,6 +55,8 @@ LEVEL_POLL: Final = 0.2
 (baresip redraws its VU meters every 500 ms). Every meter move is a compositor pass on the
 loop the call's audio shares; at 10 Hz the meters cost ~1.4 % of a core more in a call
 (docs/performance.md). Also how often the terminal is checked for a hang-up."""
+TICK_ROUNDS: Final = 5
+"""Level polls per tick of the clocks (the call timer, the token countdown): once a second."""
 Severity = Literal["information", "warning", "error"]
 ShutdownCause = Literal["hangup", "terminate"]
 _CAUSES: Final[dict[str, ShutdownCause]] = {"SIGHUP": "hangup", "SIGTERM": "terminate"}
@@ -100,6 +102,7 @@ class PhoneApp(App[None]):
         """Recent notifications (the toasts), newest last."""
         self._incoming: IncomingCallScreen | None = None
         self._levels = (0.0, 0.0)
+        self._rounds = 0  # of _on_timer
         self._on_terminal = False  # a real terminal (not run_test): watch it and the signals
         self._signals: list[signal.Signals] = []
         self._input_hold: int | None = None  # see detach_terminal
@@ -115,8 +118,7 @@ class PhoneApp(App[None]):
         self.bridge.attach()
         self.run_worker(self._start(), name="start", group="start")
         self.call_after_refresh(gc.freeze)
-        self.set_interval(LEVEL_POLL, self._poll_levels)
-        self.set_interval(1.0, self._tick)
+        self.set_interval(LEVEL_POLL, self._on_timer)
         if not self.is_headless:
             self._on_terminal = True
             self._watch_signals()
@@ -144,6 +146,15 @@ class PhoneApp(App[None]):
                 loop.remove_signal_handler(sig)
         self._signals.clear()
         gc.unfreeze()  # an embedding program (or the next test) goes on collecting as usual
+
+    def _on_timer(self) -> None:
+        """The app's one timer: the meters five times a second, and every fifth time the
+        clocks (call timer, token countdown) too, so that their lines are drawn in the same
+        screen update as the meters' instead of one of their own."""
+        self._rounds += 1
+        self._poll_levels()
+        if self._rounds % TICK_ROUNDS == 0 and self.shutdown_cause is None:
+            self._tick()
 
     def _poll_levels(self) -> None:
         if self._on_terminal and self.shutdown_cause is None and terminal_hung_up():
