@@ -28,7 +28,12 @@ cancellation, noise suppression, gain control) and the default rate policy are o
     ``--repeat N`` runs the calls N times, the devices interleaved, and reports medians.
     The process's CPU time (all threads, /proc/PID/stat) over wall time, in % of one core,
     and in a call its share per group of threads (main loop, audio callbacks, the sound
-    server's client threads, other). Targets: <= 2 % idle, <= 10 % in a call.
+    server's client threads, other). Targets: <= 2 % idle, <= 10 % in a call. Beside each,
+    the devices' floor: a child process opens the same PortAudio streams on the same
+    devices at the same rate with callbacks that do nothing, and its CPU is what PortAudio,
+    the ALSA plugins and the sound server's client library cost before any work of the
+    console's (on these virtual devices: pulse-backed ALSA plugins, so libpulse's threads
+    run in the process even on "card" and "pair").
 (c) Audio health: a ``--long-call`` s echo call driven through the console's keys (Textual
     headless, in this process, so the device's counters can be read) on the same virtual
     devices: PortAudio input overflows and output underflows, playout underruns.
@@ -295,6 +300,67 @@ def startup(core: Core, work: Path, runs: int, results: Results) -> None:
     results.add("start-up, slowest run", max(times), None, "s")
 
 
+def device_floor(devices: Devices, seconds: float) -> float:
+    """CPU (% of one core) of a child process that opens the streams a call opens on
+    ``devices`` (one full-duplex stream on one device, two on two) with callbacks that do
+    nothing."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--device-floor", devices.kind, f"{seconds:g}"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    return float(out.stdout.split()[-1])
+
+
+def run_device_floor(kind: str, seconds: float) -> None:
+    """The child of :func:`device_floor`: prints its CPU share over ``seconds``."""
+    from softphone.media.devices import AudioSystem
+
+    devices = DEVICES[kind]
+    system = AudioSystem()
+    pa, module = system.pyaudio, system.module()
+    n = devices.rate // 50  # 20 ms, as the console's streams
+    silence = bytes(2 * n)
+
+    def callback(_data: object, _frames: int, _time: object, _status: int) -> tuple[object, int]:
+        return (silence, module.paContinue)
+
+    def capture(_data: object, _frames: int, _time: object, _status: int) -> tuple[object, int]:
+        return (None, module.paContinue)
+
+    common = {"rate": devices.rate, "channels": 1, "format": module.paInt16, "frames_per_buffer": n}
+    mic, speaker = system.find_input(devices.input), system.find_output(devices.output)
+    if devices.input == devices.output:
+        streams = [
+            pa.open(
+                input=True,
+                output=True,
+                input_device_index=mic.index,
+                output_device_index=speaker.index,
+                stream_callback=callback,
+                **common,
+            )
+        ]
+    else:
+        streams = [
+            pa.open(input=True, input_device_index=mic.index, stream_callback=capture, **common),
+            pa.open(
+                output=True, output_device_index=speaker.index, stream_callback=callback, **common
+            ),
+        ]
+    time.sleep(START_S)
+    t0, c0 = time.monotonic(), time.process_time()
+    time.sleep(seconds)
+    share = 100 * (time.process_time() - c0) / (time.monotonic() - t0)
+    for stream in streams:
+        stream.stop_stream()
+        stream.close()
+    system.close()
+    print(f"{share:.3f}")
+
+
 def cpu(
     core: Core,
     env_audio: VirtualAudio,
@@ -351,6 +417,11 @@ def cpu(
         term.wait_for("no call", timeout=10, after=mark)
     finally:
         term.close()
+    floor = device_floor(devices, call_s)
+    results.add(f"  the devices' floor ({devices.kind}): streams doing nothing", floor, None, "%")
+    results.add(
+        f"  the console's own ({devices.kind}): the call less the floor", in_call - floor, None, "%"
+    )
     return results
 
 
@@ -493,7 +564,11 @@ def main() -> None:
         choices=list(DEVICES),
         help="device kinds for (b) and (c)",
     )
+    parser.add_argument("--device-floor", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device_floor:  # the child of device_floor(), inside the parent's virtual audio
+        run_device_floor(args.device_floor[0], float(args.device_floor[1]))
+        return
     try:
         audio = VirtualAudio.start()
     except VirtualAudioUnavailable as exc:
