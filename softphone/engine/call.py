@@ -639,7 +639,7 @@ class _Sender:
         now = time.monotonic()
         self._device = device
         self._watch = _DeviceWatch(now)
-        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer: asyncio.Handle | None = None
         self._lost: asyncio.Future[AudioDevice] | None = None
         self._next_ping = 0.0
         self._next_level = 0.0
@@ -731,7 +731,7 @@ class _Sender:
             self._sample(device, now - self._started)
         if ws is not None and now >= self._next_ping:
             self._next_ping = now + _PING_EVERY
-            leg._op._spawn(leg.ping(now))
+            leg._op._spawn(leg.ping())
             if now - leg.last_rx > _MEDIA_SILENCE_LIMIT:
                 # Not even a pong for 3 s: the link is dead without having closed (a
                 # silent network path). Drop it; the leg is re-opened as after a cut.
@@ -805,9 +805,10 @@ class _MediaLeg:
             device_playback_dropped=dev.playback_dropped if dev else 0,
         )
 
-    async def ping(self, ts: float) -> None:
-        """A ping for the round-trip time (the pong echoes ``ts``, a ``time.monotonic()``)."""
-        await self.send_control(Ping(ts=ts))
+    async def ping(self) -> None:
+        """A ping for the round-trip time, stamped as it is sent (its pong echoes the
+        stamp)."""
+        await self.send_control(Ping(ts=time.monotonic()))
 
     async def send_control(self, message: Mute | Dtmf | Ping | Hangup | UpdateToken) -> bool:
         """Send a control message on the leg; False if it is not open."""

@@ -903,13 +903,14 @@ class Operator:
         self._emit("call_ended", call)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a side task (sounds); its failure is logged, never raised into the caller."""
+        """Run a side task (sounds, a hang-up, a media leg's ping); its failure is logged,
+        never raised into the caller."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                self._log.error("audio task failed", exc_info=t.exception())
+                self._log.error("side task failed", exc_info=t.exception())
 
         task.add_done_callback(done)
