@@ -629,16 +629,17 @@ class _Sender:
     It runs as a timer callback that re-arms itself, not as a task sleeping between frames:
     one callback per wake-up instead of a sleep's timer, its future and the task's step
     (50 wake-ups a second, each from cold caches). What has to wait — re-opening a sound
-    card that stopped — goes back to the task in :meth:`run`."""
+    card that stopped — goes back to the task in :meth:`run`. The device is the leg's
+    (``_MediaLeg._device``)."""
 
-    def __init__(self, leg: _MediaLeg, device: AudioDevice) -> None:
+    def __init__(self, leg: _MediaLeg) -> None:
         self._leg = leg
         self._loop = asyncio.get_running_loop()
         # time.monotonic(), the clock of the device's capture timestamps, not loop.time():
         # other loops' clocks differ (uvloop's counts whole milliseconds, cached per turn).
-        now = time.monotonic()
-        self._device = device
-        self._watch = _DeviceWatch(now)
+        self._watch = _DeviceWatch(time.monotonic())
+        self._sequence = 0
+        self._timestamp = 0
         self._timer: asyncio.Handle | None = None
         self._lost: asyncio.Future[AudioDevice] | None = None
         self._next_ping = 0.0
@@ -650,14 +651,14 @@ class _Sender:
         self._flat = False
 
     def run(self) -> asyncio.Future[AudioDevice]:
-        """Start sending; the future resolves with the device if it stops delivering."""
+        """Start sending; the future resolves with the leg's device if it stops delivering
+        (call :meth:`watch_afresh` once the leg has another)."""
         self._lost = self._loop.create_future()
         self._timer = self._loop.call_soon(self._tick)
         return self._lost
 
-    def use(self, device: AudioDevice) -> None:
-        """Go on with ``device`` (the next :meth:`run` starts on it)."""
-        self._device = device
+    def watch_afresh(self) -> None:
+        """The leg's device was replaced: watch the new one from now."""
         self._watch = _DeviceWatch(time.monotonic())
 
     def stop(self) -> None:
@@ -668,30 +669,30 @@ class _Sender:
     def _tick(self) -> None:
         self._timer = None
         lost = self._lost
-        if lost is None or lost.done():  # the task is gone (cancelled): stop
+        device = self._leg._device
+        if lost is None or lost.done() or device is None:  # the task is gone (cancelled)
             return
         try:
-            wake_at = self._send()
+            wake_at = self._send(device)
         except Exception as exc:  # the task raises it (as a loop in the task would)
             lost.set_exception(exc)
             return
         if wake_at is None:
-            lost.set_result(self._device)
+            lost.set_result(device)
         else:
             self._timer = self._loop.call_later(max(0.0, wake_at - time.monotonic()), self._tick)
 
-    def _send(self) -> float | None:
+    def _send(self, device: AudioDevice) -> float | None:
         """One wake-up's work; when to wake next, or None if the device stopped."""
         leg = self._leg
         call = leg._call
         audio = leg._op.audio
         ws = leg._ws
         processor = audio.processor  # may be switched on or off during the call
-        device = self._device
         active = audio.active_device
         if active is not None and active is not device:
-            self.use(active)  # replaced (see AudioManager)
-            device = leg._device = active
+            device = leg._device = active  # replaced (see AudioManager)
+            self.watch_afresh()
         captured = False
         while (pcm := device.read_frame()) is not None:
             captured = True
@@ -701,10 +702,10 @@ class _Sender:
             if ws is None or call.state != CallState.ACTIVE:
                 continue
             frame = encode_audio_frame(
-                leg._sequence, leg._timestamp, payload, marker=leg._sequence == 0
+                self._sequence, self._timestamp, payload, marker=self._sequence == 0
             )
-            leg._sequence = (leg._sequence + 1) & 0xFFFF
-            leg._timestamp = (leg._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+            self._sequence = (self._sequence + 1) & 0xFFFF
+            self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             sent = send_audio_frame(ws, frame)
             if sent is None:
                 break  # the leg is closing: the receive side re-opens it or ends the call
@@ -771,8 +772,6 @@ class _MediaLeg:
         self._stopping = False
         self.frames_malformed = 0
         self.frames_unsent = 0
-        self._sequence = 0
-        self._timestamp = 0
         self._rtts: list[float] = []
         self.hangups: set[str] = set()  # ids of hangups sent on this leg
         self.last_rx = time.monotonic()
@@ -1025,12 +1024,12 @@ class _MediaLeg:
         if self._stopping:  # the call ended while the device was opening
             await audio.release(device)
             return
-        sender = _Sender(self, device)
+        sender = _Sender(self)
         try:
             while True:
                 lost = await sender.run()
-                device = self._device = await self._device_lost(lost)
-                sender.use(device)
+                self._device = await self._device_lost(lost)
+                sender.watch_afresh()
         finally:
             sender.stop()
 
