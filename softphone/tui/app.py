@@ -55,7 +55,7 @@ LEVEL_POLL: Final = 0.2
 (baresip redraws its VU meters every 500 ms). Every meter move is a compositor pass on the
 loop the call's audio shares; at 10 Hz the meters cost ~1.4 % of a core more in a call
 (docs/performance.md). Also how often the terminal is checked for a hang-up."""
-TICK_ROUNDS: Final = 5
+TICK_ROUNDS: Final = round(1.0 / LEVEL_POLL)
 """Level polls per tick of the clocks (the call timer, the token countdown): once a second."""
 Severity = Literal["information", "warning", "error"]
 ShutdownCause = Literal["hangup", "terminate"]
@@ -148,9 +148,9 @@ class PhoneApp(App[None]):
         gc.unfreeze()  # an embedding program (or the next test) goes on collecting as usual
 
     def _on_timer(self) -> None:
-        """The app's one timer: the meters five times a second, and every fifth time the
-        clocks (call timer, token countdown) too, so that their lines are drawn in the same
-        screen update as the meters' instead of one of their own."""
+        """The app's one timer: the meters every ``LEVEL_POLL`` seconds, and once a second
+        the clocks (call timer, token countdown) too, so that their lines are drawn in the
+        same screen update as the meters' instead of one of their own."""
         self._rounds += 1
         self._poll_levels()
         if self._rounds % TICK_ROUNDS == 0 and self.shutdown_cause is None:
